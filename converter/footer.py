@@ -1,0 +1,160 @@
+"""The 512-byte VHD footer: parse, serialise, checksum, geometry.
+
+Layout (big-endian): cookie@0 features@8 version@12 data_offset@16 timestamp@24
+creator_app@28 creator_version@32 creator_os@36 original_size@40 current_size@48
+geometry@56 (u16 cylinders, u8 heads, u8 sectors) disk_type@60 checksum@64 uuid@68
+saved_state@84 hidden@85 (XenServer; inside the checksum) reserved to 512.
+"""
+
+import dataclasses
+import enum
+import struct
+import time
+import uuid as uuidlib
+
+from converter.errors import FormatError
+
+FOOTER_SIZE = 512
+COOKIE = b"conectix"
+FEATURES_RESERVED = 0x2          # "always set" per spec
+FILE_FORMAT_VERSION = 0x00010000
+NO_DATA_OFFSET = 0xFFFFFFFFFFFFFFFF
+VHD_EPOCH = 946684800            # 2000-01-01T00:00:00Z as a Unix timestamp
+CHECKSUM_OFFSET = 64
+
+_LAYOUT = struct.Struct(">8sIIQI4sI4sQQHBBII16sBB")  # through hidden@85, 86 bytes
+assert _LAYOUT.size == 86
+
+
+class DiskType(enum.IntEnum):
+    NONE = 0
+    FIXED = 2
+    DYNAMIC = 3
+    DIFFERENCING = 4
+
+    @property
+    def label(self):
+        return {2: "fixed", 3: "dynamic", 4: "differencing"}.get(self.value, "none")
+
+
+def checksum(buf, skip_at, skip_len=4):
+    """One's complement of the byte sum, with the checksum field itself counted as zero."""
+    total = sum(buf) - sum(buf[skip_at:skip_at + skip_len])
+    return ~total & 0xFFFFFFFF
+
+
+def chs_geometry(size):
+    """The VHD spec's CHS for a disk of ``size`` bytes (what every writer stores)."""
+    total = min(size // 512, 65535 * 16 * 255)
+    if total >= 65535 * 16 * 63:
+        spt, heads = 255, 16
+        cyl_heads = total // spt
+    else:
+        spt = 17
+        cyl_heads = total // spt
+        heads = max((cyl_heads + 1023) // 1024, 4)
+        if cyl_heads >= heads * 1024 or heads > 16:
+            spt, heads = 31, 16
+            cyl_heads = total // spt
+        if cyl_heads >= heads * 1024:
+            spt, heads = 63, 16
+            cyl_heads = total // spt
+    return cyl_heads // heads, heads, spt
+
+
+def now_timestamp():
+    return max(0, int(time.time()) - VHD_EPOCH)
+
+
+@dataclasses.dataclass
+class Footer:
+    disk_type: DiskType
+    current_size: int
+    original_size: int
+    uuid: uuidlib.UUID
+    data_offset: int = NO_DATA_OFFSET
+    timestamp: int = 0
+    creator_app: bytes = b"tap\0"
+    creator_version: int = 0x00010003
+    creator_os: bytes = b"Lnux"
+    geometry: tuple = (0, 0, 0)
+    features: int = FEATURES_RESERVED
+    version: int = FILE_FORMAT_VERSION
+    checksum: int = 0
+    saved_state: int = 0
+    hidden: int = 0
+    cookie: bytes = COOKIE
+    raw: bytes = b""             # the bytes it was parsed from (for checksum checks and dumps)
+
+    @classmethod
+    def unpack(cls, buf, where="footer"):
+        """Parse a footer; raises FormatError only when it is not a footer at all."""
+        if len(buf) == FOOTER_SIZE - 1:       # very old images: a 511-byte footer
+            buf = bytes(buf) + b"\0"
+        if len(buf) != FOOTER_SIZE:
+            raise FormatError(where, f"{len(buf)} bytes where a 512-byte footer was expected")
+        (cookie, features, version, data_offset, timestamp, creator_app, creator_version,
+         creator_os, original_size, current_size, cyl, heads, spt, disk_type, csum, uid,
+         saved_state, hidden) = _LAYOUT.unpack_from(buf)
+        if cookie != COOKIE:
+            raise FormatError(where, f"cookie is {cookie!r}, not 'conectix': not a VHD footer")
+        try:
+            dtype = DiskType(disk_type)
+        except ValueError:
+            dtype = disk_type   # kept as int; problems() reports it
+        return cls(disk_type=dtype, current_size=current_size, original_size=original_size,
+                   uuid=uuidlib.UUID(bytes=uid), data_offset=data_offset, timestamp=timestamp,
+                   creator_app=creator_app, creator_version=creator_version, creator_os=creator_os,
+                   geometry=(cyl, heads, spt), features=features, version=version, checksum=csum,
+                   saved_state=saved_state, hidden=hidden, cookie=cookie, raw=bytes(buf))
+
+    def pack(self):
+        """Serialise with a freshly computed checksum (stored back into ``checksum``)."""
+        cyl, heads, spt = self.geometry
+        head = _LAYOUT.pack(self.cookie, self.features, self.version, self.data_offset,
+                            self.timestamp, self.creator_app, self.creator_version, self.creator_os,
+                            self.original_size, self.current_size, cyl, heads, spt, int(self.disk_type),
+                            0, self.uuid.bytes, self.saved_state, self.hidden)
+        buf = bytearray(head.ljust(FOOTER_SIZE, b"\0"))
+        self.checksum = checksum(buf, CHECKSUM_OFFSET)
+        struct.pack_into(">I", buf, CHECKSUM_OFFSET, self.checksum)
+        self.raw = bytes(buf)
+        return self.raw
+
+    @property
+    def computed_checksum(self):
+        return checksum(self.raw, CHECKSUM_OFFSET) if self.raw else None
+
+    @property
+    def is_dynamic(self):
+        return self.disk_type in (DiskType.DYNAMIC, DiskType.DIFFERENCING)
+
+    @property
+    def type_label(self):
+        return self.disk_type.label if isinstance(self.disk_type, DiskType) else f"unknown({self.disk_type})"
+
+    @property
+    def creator(self):
+        return self.creator_app.rstrip(b"\0 ").decode("latin-1")
+
+    def problems(self, file_size=None):
+        """Footer validations in blktap's order (vhd_validate_footer); [] when valid."""
+        found = []
+        if self.raw and self.computed_checksum != self.checksum:
+            found.append(f"invalid checksum: stored 0x{self.checksum:08x}, computed 0x{self.computed_checksum:08x}")
+        if not isinstance(self.disk_type, DiskType) or self.disk_type == DiskType.NONE:
+            found.append(f"invalid disk type {int(self.disk_type)}")
+        if self.version != FILE_FORMAT_VERSION:
+            found.append(f"invalid version 0x{self.version:08x}")
+        if self.is_dynamic:
+            if self.data_offset == NO_DATA_OFFSET or self.data_offset % 512:
+                found.append(f"invalid data offset 0x{self.data_offset:x}")
+            elif file_size is not None and self.data_offset + 1024 > file_size:
+                found.append(f"data offset {self.data_offset} is past the end of the file ({file_size} bytes)")
+        elif self.disk_type == DiskType.FIXED and self.data_offset != NO_DATA_OFFSET:
+            found.append(f"invalid data offset 0x{self.data_offset:x} for a fixed disk")
+        if self.current_size % 512:
+            found.append(f"current size {self.current_size} is not a multiple of 512")
+        if self.saved_state not in (0, 1):
+            found.append(f"invalid saved state {self.saved_state}")
+        return found

@@ -1,0 +1,270 @@
+"""Where converted bytes go.
+
+A sink takes ``write(offset, data)``, ``zero(offset, length, prev)`` and ``finish(size)``.
+``zero`` with ``prev`` false is a region nothing was written to: a new file leaves a hole; a
+block device (whose old contents are not zero) must really zero it, so it sets
+``needs_zeroing`` and the compositor also hands it every range no layer supplied.
+
+``open_output`` picks the sink for a path and makes the result appear only when complete: a
+regular file is written under a temporary name in the same directory and renamed at the end;
+on failure the temporary file is removed and an existing file is left as it was.
+"""
+
+import ctypes
+import ctypes.util
+import errno
+import os
+import stat
+import sys
+import tempfile
+
+from converter.errors import OutputError
+
+_FALLOC_FL_KEEP_SIZE = 0x01
+_FALLOC_FL_PUNCH_HOLE = 0x02
+_ZERO_CHUNK = bytes(1 << 20)
+
+try:
+    _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    _fallocate = _libc.fallocate
+    _fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+except (OSError, AttributeError):   # pragma: no cover - non-glibc platforms
+    _fallocate = None
+
+
+def write_zeros(fd, offset, length):
+    while length:
+        n = min(length, len(_ZERO_CHUNK))
+        os.pwrite(fd, _ZERO_CHUNK[:n], offset)
+        offset += n
+        length -= n
+
+
+def punch_hole(fd, offset, length):
+    """Deallocate a range of a regular file (reads as zero); write zeros where unsupported."""
+    if _fallocate is not None and _fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, offset, length) == 0:
+        return
+    write_zeros(fd, offset, length)
+
+
+class FileSink:
+    """A new regular file: zero runs become holes, the size is set at the end."""
+
+    needs_zeroing = False
+
+    def __init__(self, fd, where):
+        self.fd = fd
+        self.where = where
+        self.bytes_written = 0
+
+    def write(self, offset, data):
+        try:
+            os.pwrite(self.fd, data, offset)
+        except OSError as exc:
+            raise OutputError(self.where, f"write failed: {exc.strerror}") from None
+        self.bytes_written += len(data)
+
+    def zero(self, offset, length, prev):
+        if prev:
+            punch_hole(self.fd, offset, length)
+
+    def finish(self, size):
+        try:
+            os.ftruncate(self.fd, size)
+        except OSError as exc:
+            raise OutputError(self.where, f"cannot set the size to {size}: {exc.strerror}") from None
+
+
+class DeviceSink(FileSink):
+    """A block device (or any target whose unwritten bytes are not zero)."""
+
+    needs_zeroing = True
+
+    def __init__(self, fd, where, capacity):
+        super().__init__(fd, where)
+        self.capacity = capacity
+
+    def write(self, offset, data):
+        if offset + len(data) > self.capacity:
+            raise OutputError(self.where, f"the disk needs at least {offset + len(data)} bytes but the device "
+                              f"holds {self.capacity}")
+        super().write(offset, data)
+
+    def zero(self, offset, length, prev):
+        end = min(offset + length, self.capacity)
+        if end > offset:
+            write_zeros(self.fd, offset, end - offset)
+
+    def finish(self, size):
+        if size > self.capacity:
+            raise OutputError(self.where, f"the disk is {size} bytes but the device holds {self.capacity}")
+
+
+class MemorySink:
+    """A window [start, start + length) of the result, in memory (random-access reads)."""
+
+    needs_zeroing = False
+
+    def __init__(self, start, length):
+        self.start = start
+        self.buf = bytearray(length)
+
+    def _clip(self, offset, length):
+        a = max(offset, self.start)
+        b = min(offset + length, self.start + len(self.buf))
+        return a, b
+
+    def write(self, offset, data):
+        a, b = self._clip(offset, len(data))
+        if a < b:
+            self.buf[a - self.start:b - self.start] = data[a - offset:b - offset]
+
+    def zero(self, offset, length, prev):
+        a, b = self._clip(offset, length)
+        if a < b and prev:
+            self.buf[a - self.start:b - self.start] = bytes(b - a)
+
+    def finish(self, size):
+        if self.start + len(self.buf) > size:
+            keep = max(size - self.start, 0)
+            self.buf[keep:] = bytes(len(self.buf) - keep)
+
+
+class Output:
+    """A conversion target that becomes visible only when complete.
+
+    ``with Output(path) as out: ... out.sink ...`` - on an exception the partial result is
+    removed (regular files) or its first MiB zeroed (devices, so it cannot pass for a disk).
+    ``path`` "-" is standard output: used directly if it is a regular file, otherwise the
+    result is assembled in a temporary sparse file and then copied out.
+    """
+
+    def __init__(self, path, *, tmpdir=None):
+        self.path = path
+        self.tmpdir = tmpdir
+        self.tmp_path = None
+        self.fd = None
+        self.sink = None
+        self.pipe_fd = None
+        self.final_path = None
+
+    def __enter__(self):
+        if self.path == "-":
+            fd = sys.stdout.buffer.fileno() if hasattr(sys.stdout, "buffer") else 1
+            st = os.fstat(fd)
+            if stat.S_ISREG(st.st_mode):
+                os.ftruncate(fd, 0)
+                self.fd = fd
+                self.sink = FileSink(fd, "standard output")
+                return self
+            self.pipe_fd = fd
+            handle, self.tmp_path = tempfile.mkstemp(prefix="xen-vhd-", suffix=".raw", dir=self.tmpdir)
+            self.fd = handle
+            self.sink = FileSink(handle, "standard output")
+            return self
+        path = os.path.abspath(os.fspath(self.path))
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            st = None
+        except OSError as exc:
+            raise OutputError(self.path, f"cannot use as output: {exc.strerror}") from None
+        if st is not None and stat.S_ISBLK(st.st_mode):
+            try:
+                self.fd = os.open(path, os.O_WRONLY)
+            except OSError as exc:
+                raise OutputError(self.path, f"cannot open the device: {exc.strerror}") from None
+            self.sink = DeviceSink(self.fd, self.path, os.lseek(self.fd, 0, os.SEEK_END))
+            return self
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            raise OutputError(self.path, "exists and is neither a regular file nor a block device")
+        directory = os.path.dirname(path)
+        if not os.path.isdir(directory):
+            raise OutputError(self.path, f"directory {directory} does not exist")
+        try:
+            self.fd, self.tmp_path = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".",
+                                                      suffix=".partial", dir=directory)
+        except OSError as exc:
+            raise OutputError(self.path, f"cannot create a file in {directory}: {exc.strerror}") from None
+        self.final_path = path
+        self.sink = FileSink(self.fd, self.path)
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        ok = exc_type is None
+        try:
+            if ok:
+                self._complete()
+        except BaseException:
+            ok = False
+            raise
+        finally:
+            if not ok:
+                self._discard()
+        return False
+
+    def _complete(self):
+        if self.pipe_fd is not None:
+            copy_sparse_to_pipe(self.fd, self.pipe_fd)
+        elif isinstance(self.sink, DeviceSink) or self.final_path:
+            os.fsync(self.fd)
+        if self.fd is not None and self.fd > 2:
+            os.close(self.fd)
+        self.fd = None
+        if self.final_path:
+            os.replace(self.tmp_path, self.final_path)
+            self.tmp_path = None
+        elif self.tmp_path:
+            os.unlink(self.tmp_path)
+            self.tmp_path = None
+
+    def _discard(self):
+        if isinstance(self.sink, DeviceSink) and self.fd is not None:
+            try:
+                write_zeros(self.fd, 0, min(1 << 20, self.sink.capacity))
+            except OSError:
+                pass
+        if self.fd is not None and self.fd > 2:
+            os.close(self.fd)
+        self.fd = None
+        if self.tmp_path:
+            try:
+                os.unlink(self.tmp_path)
+            except FileNotFoundError:
+                pass
+            self.tmp_path = None
+
+
+def copy_sparse_to_pipe(src_fd, dst_fd):
+    """Copy a sparse file to a pipe, generating zeros for holes without reading them."""
+    size = os.fstat(src_fd).st_size
+    pos = 0
+    while pos < size:
+        try:
+            data_at = os.lseek(src_fd, pos, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:
+                raise
+            data_at = size
+        _write_all(dst_fd, None, data_at - pos)
+        if data_at >= size:
+            break
+        hole_at = os.lseek(src_fd, data_at, os.SEEK_HOLE)
+        pos = data_at
+        while pos < hole_at:
+            chunk = os.pread(src_fd, min(1 << 20, hole_at - pos), pos)
+            _write_all(dst_fd, chunk, len(chunk))
+            pos += len(chunk)
+
+
+def _write_all(fd, data, length):
+    if data is None:
+        while length:
+            n = min(length, len(_ZERO_CHUNK))
+            _write_all(fd, _ZERO_CHUNK[:n], n)
+            length -= n
+        return
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]

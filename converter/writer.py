@@ -1,0 +1,241 @@
+"""VHD writer: fixed, dynamic and differencing disks, XenServer style by default.
+
+Layout written (as blktap's vhd-util does): footer copy @0, header @512, BAT @1536, optional
+batmap, parent locators, then blocks in the order they are first written, footer at the end.
+Creator 'tap', 2 MiB blocks; differencing disks carry a parent name and MacX/W2ku locators
+that may point at files that do not exist (XenServer images link by position).
+"""
+
+import os
+import uuid as uuidlib
+
+from converter import bat as batlib
+from converter.errors import FormatError, UsageError
+from converter.footer import FOOTER_SIZE, DiskType, Footer, chs_geometry, now_timestamp
+from converter.fsutil import atomic_path
+from converter.header import DEFAULT_BLOCK_SIZE, HEADER_SIZE, PLAT_MACX, PLAT_W2KU, DynamicHeader, ParentLocator
+
+DISK_TYPES = {"fixed": DiskType.FIXED, "dynamic": DiskType.DYNAMIC, "differencing": DiskType.DIFFERENCING}
+MAX_VHD_SIZE = 2040 * 1024 ** 3        # what blktap accepts
+LOCATOR_SPACE = 512
+
+
+class VhdWriter:
+    """Write a VHD. ``write(offset, data)`` marks whole sectors present (bitmap bits set).
+
+    ``fill``: 512 bytes written over every newly allocated block before data goes in, so that
+    sectors whose bitmap bit stays clear hold those bytes (crafted files for read-rule tests).
+    ``footer_511``: end the file with an old-style 511-byte footer.
+    """
+
+    def __init__(self, path, *, disk_type="dynamic", size, original_size=None, parent_uuid=None,
+                 parent_name=None, parent_timestamp=None, hidden=False, block_size=DEFAULT_BLOCK_SIZE,
+                 creator_app=b"tap\0", creator_version=0x00010003, uuid=None, batmap=False,
+                 max_table_entries=None, timestamp=None, fill=None, footer_511=False, locators=True):
+        if disk_type not in DISK_TYPES:
+            raise UsageError("disk type", f"{disk_type!r} is not one of {', '.join(DISK_TYPES)}")
+        if size <= 0 or size % 512 or size > MAX_VHD_SIZE:
+            raise UsageError("size", f"{size} must be a positive multiple of 512 up to {MAX_VHD_SIZE}")
+        if block_size < 512 or block_size & (block_size - 1):
+            raise UsageError("block size", f"{block_size} is not a power of two >= 512")
+        self.path = os.fspath(path)
+        self.type = DISK_TYPES[disk_type]
+        self.size = size
+        self.uuid = uuid or uuidlib.uuid4()
+        self.hidden = hidden
+        self.fill = fill
+        self.footer_511 = footer_511
+        self.footer = Footer(disk_type=self.type, current_size=size, original_size=original_size or size,
+                             uuid=self.uuid, timestamp=now_timestamp() if timestamp is None else timestamp,
+                             creator_app=creator_app, creator_version=creator_version,
+                             geometry=chs_geometry(size), hidden=1 if hidden else 0)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        self.closed = False
+        if self.type == DiskType.FIXED:
+            return
+        entries = -(-size // block_size)
+        self.header = DynamicHeader(table_offset=FOOTER_SIZE + HEADER_SIZE,
+                                    max_table_entries=max_table_entries or entries, block_size=block_size)
+        if self.header.max_table_entries < entries:
+            raise UsageError("max table entries", f"{max_table_entries} < {entries} blocks needed")
+        self.footer.data_offset = FOOTER_SIZE
+        self.spb = block_size // 512
+        self.bat = [batlib.UNUSED] * entries
+        self.masks = {}                 # block -> present-sector mask (MSB-first)
+        pos = self.header.table_offset + self.header.bat_size
+        self.batmap = batmap
+        if batmap:
+            self.batmap_offset = pos
+            self.batmap_sectors = -(-((self.header.max_table_entries + 7) // 8) // 512)
+            pos += 512 + self.batmap_sectors * 512
+        if self.type == DiskType.DIFFERENCING:
+            if parent_uuid is None:
+                raise UsageError("parent", "a differencing disk needs the parent's UUID")
+            self.header.parent_uuid = parent_uuid
+            self.header.parent_timestamp = parent_timestamp or 0
+            self.header.parent_name = parent_name or f"{parent_uuid}.vhd"
+            if locators:
+                name = self.header.parent_name
+                entries_data = [(PLAT_MACX, f"file://./{name}".encode("utf-8")),
+                                (PLAT_W2KU, name.encode("utf-16-le"))]
+                for i, (code, data) in enumerate(entries_data):
+                    self.header.locators[i] = ParentLocator(code=code, data_space=LOCATOR_SPACE,
+                                                            data_length=len(data), data_offset=pos)
+                    os.pwrite(self.fd, data.ljust(LOCATOR_SPACE, b"\0"), pos)
+                    pos += LOCATOR_SPACE
+        self.data_end = pos
+        self.bitmap_size = self.header.bitmap_size
+
+    # -- data ------------------------------------------------------------------------------
+    def write(self, offset, data):
+        if self.closed:
+            raise ValueError("writer is closed")
+        n = len(data)
+        if offset % 512 or n % 512 or offset < 0 or offset + n > self.size:
+            raise UsageError(self.path, f"write of {n} bytes at {offset}: must be whole sectors inside "
+                             f"the {self.size}-byte disk")
+        if self.type == DiskType.FIXED:
+            os.pwrite(self.fd, data, offset)
+            return
+        view = memoryview(data)
+        sector, end = offset // 512, (offset + n) // 512
+        while sector < end:
+            block, first = divmod(sector, self.spb)
+            count = min(self.spb - first, end - sector)
+            start = self._block_offset(block)
+            piece = view[(sector - offset // 512) * 512:(sector - offset // 512 + count) * 512]
+            os.pwrite(self.fd, piece, start + self.bitmap_size + first * 512)
+            self.masks[block] |= ((1 << count) - 1) << (self.spb - first - count)
+            sector += count
+
+    def _block_offset(self, block):
+        entry = self.bat[block]
+        if entry == batlib.UNUSED:
+            start = self.data_end
+            self.bat[block] = start // 512
+            self.masks[block] = 0
+            self.data_end = start + self.bitmap_size + self.spb * 512
+            if self.fill is not None:
+                os.pwrite(self.fd, self.fill * self.spb, start + self.bitmap_size)
+            return start
+        return entry * 512
+
+    def allocate(self, block):
+        """Allocate a block without marking sectors (bitmap all clear)."""
+        self._block_offset(block)
+
+    # -- the end ---------------------------------------------------------------------------
+    def close(self):
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self._write_metadata()
+            os.fsync(self.fd)
+        finally:
+            os.close(self.fd)
+
+    def _write_metadata(self):
+        footer = self.footer.pack()
+        if self.type == DiskType.FIXED:
+            os.pwrite(self.fd, footer[:511] if self.footer_511 else footer, self.size)
+            os.ftruncate(self.fd, self.size + (511 if self.footer_511 else 512))
+            return
+        h = self.header
+        full = []
+        for block, mask in self.masks.items():
+            os.pwrite(self.fd, batlib.mask_bitmap(mask, self.spb, self.bitmap_size), self.bat[block] * 512)
+            if mask == (1 << self.spb) - 1:
+                full.append(block)
+        os.pwrite(self.fd, batlib.pack_bat(self.bat, h.max_table_entries), h.table_offset)
+        if self.batmap:
+            data = batlib.make_batmap(full, h.max_table_entries).ljust(self.batmap_sectors * 512, b"\0")
+            hdr = batlib.BatmapHeader(batmap_offset=self.batmap_offset + 512, batmap_size=self.batmap_sectors,
+                                      checksum=batlib.batmap_checksum(data))
+            os.pwrite(self.fd, hdr.pack(), self.batmap_offset)
+            os.pwrite(self.fd, data, self.batmap_offset + 512)
+        os.pwrite(self.fd, h.pack(), FOOTER_SIZE)
+        os.pwrite(self.fd, footer, 0)
+        tail = footer[:511] if self.footer_511 else footer
+        os.pwrite(self.fd, tail, self.data_end)
+        os.ftruncate(self.fd, self.data_end + len(tail))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *rest):
+        if exc_type is None:
+            self.close()
+        else:
+            self.closed = True
+            os.close(self.fd)
+
+
+def set_hidden(path, hidden):
+    """Set XenServer's hidden flag (footer byte 85) in both footers, checksums updated."""
+    path = os.fspath(path)
+    with open(path, "r+b") as f:
+        size = f.seek(0, os.SEEK_END)
+        tail_len = 511 if size % 512 == 511 else 512
+        offsets = [size - tail_len]
+        f.seek(size - tail_len)
+        footer = Footer.unpack(f.read(tail_len), f"{path}: footer")
+        if footer.is_dynamic:
+            offsets.append(0)
+        footer.hidden = 1 if hidden else 0
+        raw = footer.pack()
+        for off in offsets:
+            f.seek(off)
+            f.write(raw[:tail_len] if off else raw)
+
+
+def vhd_from_raw(raw_path, vhd_path, *, block_size=DEFAULT_BLOCK_SIZE, progress=None, **footer_fields):
+    """A dynamic VHD holding a raw disk: every block with non-zero data, bitmap full.
+
+    Holes of a sparse raw file are skipped without reading them (SEEK_DATA/SEEK_HOLE).
+    """
+    raw_path, vhd_path = os.fspath(raw_path), os.fspath(vhd_path)
+    fd = os.open(raw_path, os.O_RDONLY)
+    try:
+        size = os.lseek(fd, 0, os.SEEK_END)
+        if size % 512:
+            raise FormatError(raw_path, f"size {size} is not a multiple of 512: not a disk image")
+        zero = bytes(block_size)
+        with atomic_path(vhd_path) as tmp:
+            with VhdWriter(tmp, size=size, block_size=block_size, **footer_fields) as w:
+                for offset in data_blocks(fd, size, block_size):
+                    data = os.pread(fd, min(block_size, size - offset), offset)
+                    if data != zero[:len(data)]:
+                        w.write(offset, data)
+                    if progress:
+                        progress(offset + len(data), size)
+            uid = w.uuid
+    finally:
+        os.close(fd)
+    return uid
+
+
+def data_blocks(fd, size, block_size):
+    """Offsets of blocks of a (sparse) file that may hold data."""
+    pos = 0
+    while pos < size:
+        try:
+            data_at = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError:
+            return
+        block = data_at // block_size * block_size
+        hole_at = os.lseek(fd, data_at, os.SEEK_HOLE)
+        while block < hole_at and block < size:
+            yield block
+            block += block_size
+        pos = max(block, hole_at)
+
+
+def read_footer(path):
+    """The footer of a VHD file (for tools that only need identity: uuid, sizes, hidden)."""
+    with open(path, "rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        tail_len = 511 if size % 512 == 511 else 512
+        f.seek(max(size - tail_len, 0))
+        return Footer.unpack(f.read(tail_len), f"{path}: footer")
+

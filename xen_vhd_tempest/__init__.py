@@ -1,0 +1,1 @@
+"""xen-vhd-tempest: prove OpenStack turns XenServer images into correct Cinder volumes."""
