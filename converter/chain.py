@@ -179,7 +179,8 @@ class Compositor:
         """Write ``data`` at ``offset``; zero stretches become holes (or explicit zeroing when
         ``prev``: an older layer's bytes are there)."""
         n = len(data)
-        if data == _ZEROS[:n]:
+        # bytes.startswith compares any buffer with memcmp; memoryview == is element-wise.
+        if _ZEROS.startswith(data):
             self.sink.zero(offset, n, prev)
             return
         if n <= ZERO_GRAIN:
@@ -188,14 +189,14 @@ class Compositor:
         sink = self.sink
         start = 0        # start of the pending non-zero stretch
         pos = 0
-        zero_grain = _ZEROS[:ZERO_GRAIN]
+        zeros = _ZEROS
         # Grains aligned to the disk offset so holes line up with file system blocks.
         step = ZERO_GRAIN - offset % ZERO_GRAIN
         while pos < n:
             end = min(pos + step, n)
-            if end - pos == ZERO_GRAIN and data[pos:end] == zero_grain:
+            if end - pos == ZERO_GRAIN and zeros.startswith(data[pos:end]):
                 zend = end
-                while zend < n and data[zend:zend + ZERO_GRAIN] == zero_grain and zend + ZERO_GRAIN <= n:
+                while zend + ZERO_GRAIN <= n and zeros.startswith(data[zend:zend + ZERO_GRAIN]):
                     zend += ZERO_GRAIN
                 if pos > start:
                     sink.write(offset + start, data[start:pos])

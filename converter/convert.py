@@ -80,10 +80,8 @@ def compose(source, sink, *, allow_uuid_mismatch=False, progress=None):
             compositor.declare(ref.rank, member.current_size)
             for block in member.blocks():
                 compositor.apply(ref.rank, block.first_sector, block.nsectors, block.mask, block.data)
-                if opened.streaming:
-                    report(opened.position())
-                else:
-                    report(done_before + block.first_sector * 512)
+                if progress is not None:
+                    report(opened.position() if opened.streaming else done_before + block.first_sector * 512)
             member.finish()
             if member.footer.disk_type == DiskType.FIXED:
                 compositor.declare(ref.rank, member.current_size)
