@@ -11,14 +11,15 @@ import dataclasses
 import struct
 import sys
 
-from converter.errors import FormatError
-from converter.footer import checksum
-
 UNUSED = 0xFFFFFFFF
 BATMAP_COOKIE = b"tdbatmap"
 BATMAP_HEADER_SIZE = 512
 _BATMAP_LAYOUT = struct.Struct(">8sQIIIB")
 BATMAP_CHECKSUM_OFFSET = 24
+BATMAP_VERSION_1_1 = 0x00010001
+BATMAP_CURRENT_VERSION = 0x00010002     # the newest blktap writes and reads
+TAP_BATMAP_SINCE = 0x00010002            # tap creator version from which every dynamic disk has one
+_HIGH_BYTES = bytes(range(128, 256))     # negative as signed chars
 
 
 def unpack_bat(buf, entries):
@@ -65,9 +66,56 @@ class BatmapHeader:
                                    self.batmap_version, self.checksum, self.marker).ljust(BATMAP_HEADER_SIZE, b"\0")
 
 
-def batmap_checksum(map_bytes):
-    """blktap checksums the batmap data itself (one's complement of the byte sum)."""
-    return checksum(map_bytes, 0, 0)
+    def problems(self, map_bytes, current_size, max_table_entries, file_size):
+        """blktap's batmap validations (vhd_validate_batmap_header / vhd_validate_batmap), in its
+        order: reasons in vhd-util's words, [] when valid. ``map_bytes``: None when not read."""
+        found = []
+        if self.batmap_version > BATMAP_CURRENT_VERSION:
+            found.append("unsupported batmap version")
+        if map_bytes is not None:
+            computed = batmap_checksum(map_bytes, current_size, self.batmap_version)
+            if computed != self.checksum:
+                found.append(f"invalid checksum (stored 0x{self.checksum:08x}, computed 0x{computed:08x})")
+        if self.batmap_size == 0:
+            found.append("invalid size zero")
+        elif self.batmap_size << 12 < max_table_entries:
+            found.append("batmap-BAT size mismatch")
+        if self.batmap_offset == 0 or self.batmap_offset % 512:
+            found.append("invalid batmap offset")
+        if self.batmap_offset + self.batmap_size * 512 > file_size - 512:
+            found.append("invalid batmap size")
+        return found
+
+
+def batmap_header_offset(header):
+    """vhd_batmap_header_offset: right after the BAT of max_table_entries, sector rounded."""
+    return header.table_offset + header.bat_size
+
+
+def has_batmap(footer, batmap_header):
+    """libvhd vhd_has_batmap: dynamic/differencing 'tap' disks of version >= 1.2 always have one;
+    1.1 when a valid batmap header is there; 0.1 never."""
+    if not footer.is_dynamic or footer.creator_app[:3] != b"tap" or footer.creator_version <= 1:
+        return False
+    if footer.creator_version >= TAP_BATMAP_SINCE:
+        return True
+    return batmap_header is not None and batmap_header.batmap_version <= BATMAP_CURRENT_VERSION
+
+
+def batmap_map_size(current_size):
+    """Bytes of batmap blktap checksums (vhd_checksum_batmap): one bit per 2 MiB of the current
+    size, count floored, as a whole number of sectors (at least one)."""
+    return 512 * max(1, -(-(current_size >> 24) // 512))
+
+
+def batmap_checksum(map_bytes, current_size, version=BATMAP_CURRENT_VERSION):
+    """blktap's batmap checksum: one's complement of the sum of the first batmap_map_size bytes
+    of the map (missing bytes count as zero). Batmap version 1.1 summed signed chars."""
+    part = bytes(map_bytes[:batmap_map_size(current_size)])
+    total = sum(part)
+    if version == BATMAP_VERSION_1_1:
+        total -= 256 * (len(part) - len(part.translate(None, _HIGH_BYTES)))
+    return ~total & 0xFFFFFFFF
 
 
 def batmap_bit(map_bytes, block):
@@ -103,14 +151,3 @@ def mask_bitmap(mask, nsectors, padded_size):
     """The inverse of bitmap_mask: on-disk bitmap bytes padded to ``padded_size``."""
     nbytes = (nsectors + 7) // 8
     return (mask << (nbytes * 8 - nsectors)).to_bytes(nbytes, "big").ljust(padded_size, b"\0")
-
-
-def check_bat_entry(entry, where, block, first_data, file_end, block_bytes):
-    """Raise when an allocated entry points outside the data area of the file."""
-    start = entry * 512
-    if start < first_data:
-        raise FormatError(where, f"BAT entry {block} points at byte {start}, inside the file's metadata",
-                          field="BAT")
-    if start + block_bytes > file_end:
-        raise FormatError(where, f"BAT entry {block} points at byte {start}, past the end of the data "
-                          f"({file_end} bytes)", field="BAT")

@@ -137,7 +137,7 @@ class ImageBuilder:
         return h.hexdigest()
 
     # -- writing the image -------------------------------------------------------------------
-    def write_members(self, directory, *, names=None, hidden_parents=True, batmap=False, fill=None,
+    def write_members(self, directory, *, names=None, hidden_parents=True, batmap=None, fill=None,
                       footer_511=False, max_table_entries=None, creator_app=b"tap\0", base_type="dynamic"):
         """Write the layers as VHD files in ``directory``; returns their paths, newest first.
 

@@ -246,7 +246,9 @@ def build_parser():
     b.add_argument("--resize", type=parse_size, help="add a layer that grows the disk to this size")
     b.add_argument("--pattern", type=parse_offset_length, action="append", default=[],
                    help="OFFSET:LENGTH of a known pattern written in the newest layer (repeatable)")
-    b.add_argument("--batmap", action="store_true", help="write blktap batmaps")
+    b.add_argument("--batmap", action="store_true", default=None,
+                   help="write blktap batmaps (the default: blktap writes them for creator tap 1.3)")
+    b.add_argument("--no-batmap", dest="batmap", action="store_false", help="write no batmaps")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_build)
     return p

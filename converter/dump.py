@@ -12,10 +12,10 @@ import time
 
 from converter import archive
 from converter import bat as batlib
-from converter.check import _batmap_checksum, decode_locator, decode_parent_name, inspect_member
 from converter.errors import ArchiveError, VhdError
 from converter.footer import VHD_EPOCH, DiskType
 from converter.header import LOCATOR_COUNT
+from converter.member import VhdMember
 from converter.source import FileSource
 
 DISK_TYPE_NAMES = {0: "None", 1: "Reserved (deprecated)", 2: "Fixed hard disk", 3: "Dynamic hard disk",
@@ -42,7 +42,9 @@ def _footer_dict(f):
 def _header_dict(member):
     h = member.header
     # blktap decodes UTF-16BE to ASCII; None prints as 'failed to read name'
-    name = decode_parent_name(member) if member.footer.disk_type == DiskType.DIFFERENCING else h.parent_name
+    f = member.footer
+    name = h.decode_parent_name(f.is_tap and f.creator_version == 0x00000001) \
+        if f.disk_type == DiskType.DIFFERENCING else h.parent_name
     return {"cookie": _text(h.cookie), "data_offset": h.data_offset, "table_offset": h.table_offset,
             "version": h.version, "max_table_entries": h.max_table_entries, "block_size": h.block_size,
             "parent_name": name, "parent_uuid": str(h.parent_uuid), "parent_timestamp": h.parent_timestamp,
@@ -58,7 +60,7 @@ def _locators(member):
         out.append({"index": i, "code": _text(loc.code) if loc.code.isascii() else loc.code.hex(),
                     "code_name": PLATFORM_NAMES.get(loc.code, "UNKOWN"), "data_space": loc.data_space,
                     "data_length": loc.data_length, "data_offset": loc.data_offset,
-                    "decoded": None if data is None else decode_locator(loc.code, bytes(data))})
+                    "decoded": None if data is None else loc.decode(data)})
     return out
 
 
@@ -83,21 +85,18 @@ def _batmap_dict(member):
     out = {"offset": hdr.batmap_offset, "size": hdr.batmap_size, "version": hdr.batmap_version,
            "checksum": hdr.checksum, "marker": hdr.marker, "computed_checksum": None}
     if member.batmap is not None:
-        out["computed_checksum"] = _batmap_checksum(bytes(member.batmap), member.footer.current_size,
-                                                    hdr.batmap_version)
+        out["computed_checksum"] = batlib.batmap_checksum(member.batmap, member.footer.current_size,
+                                                          hdr.batmap_version)
     return out
 
 
 def dump_member(member, name=None):
-    """A dict of ``member``'s metadata: an Inspection (check.inspect_member), a VhdMember, or a
-    VHD path."""
+    """A dict of ``member``'s metadata: a VhdMember (any mode) or a VHD path."""
     if isinstance(member, (str, os.PathLike)):
         with FileSource(member) as src:
-            member = inspect_member(src, os.fspath(member), read_bitmaps=False, read_data=False)
-    name = name or getattr(member, "name", None) or member.where
-    out = {"name": name, "where": member.where, "file_size": getattr(member, "file_size", None)
-           or member.source.size, "footer": None, "header": None, "parent_locators": [], "bat": None,
-           "batmap": None, "error": getattr(member, "fatal", None)}
+            return dump_member(VhdMember.inspect(src), name or os.fspath(member))
+    out = {"name": name or member.where, "where": member.where, "file_size": member.source.size, "footer": None,
+           "header": None, "parent_locators": [], "bat": None, "batmap": None, "error": member.fatal}
     f = member.footer
     if f is None:
         out["error"] = out["error"] or "no valid footer"
@@ -122,8 +121,7 @@ def dump_image(source):
         for ref in opened.members:
             name = archive.canonical_name(ref.name) or ref.name
             try:
-                ins = inspect_member(ref.source, name, read_bitmaps=False, read_data=False)
-                d = dump_member(ins, name)
+                d = dump_member(VhdMember.inspect(ref.source), name)
             except ArchiveError:
                 raise
             except VhdError as exc:

@@ -21,6 +21,10 @@ FILE_FORMAT_VERSION = 0x00010000
 NO_DATA_OFFSET = 0xFFFFFFFFFFFFFFFF
 VHD_EPOCH = 946684800            # 2000-01-01T00:00:00Z as a Unix timestamp
 CHECKSUM_OFFSET = 64
+HIDDEN_OFFSET = 85
+TIMESTAMP_MAX_SLACK = 1800       # blktap tolerates NFS clock skew of 30 minutes
+TAP_CURRENT_VERSION = 0x00010003
+TAP_OLD_HIDDEN = (0x00000001, 0x00010001)   # td-util set 'hidden' without updating the checksum
 
 _LAYOUT = struct.Struct(">8sIIQI4sI4sQQHBBII16sBB")  # through hidden@85, 86 bytes
 assert _LAYOUT.size == 86
@@ -64,6 +68,42 @@ def chs_geometry(size):
 
 def now_timestamp():
     return max(0, int(time.time()) - VHD_EPOCH)
+
+
+def vhd_now():
+    """blktap's vhd_time(now): seconds since the VHD epoch as a u32."""
+    return (int(time.time()) - VHD_EPOCH) & 0xFFFFFFFF
+
+
+def _packed_chs(c, h, s):
+    return (c << 16) | (h << 8) | s
+
+
+@dataclasses.dataclass(frozen=True)
+class Finding:
+    """One failed validation of a structure.
+
+    ``reason``: vhd-util check's words ("invalid checksum"); None when blktap does not check it.
+    ``message``: why the converter refuses to read the disk; None when it reads it all the same.
+    ``detail``: the numbers behind the reason, shown in brackets after it.
+    """
+    reason: str | None
+    message: str | None = None
+    detail: str = ""
+
+    @property
+    def text(self):
+        return f"{self.reason} ({self.detail})" if self.detail else self.reason
+
+
+def reasons(findings):
+    """vhd-util check's reasons of ``findings``, in order."""
+    return [f.text for f in findings if f.reason]
+
+
+def messages(findings):
+    """The converter's refusals among ``findings``, in order."""
+    return [f.message for f in findings if f.message]
 
 
 @dataclasses.dataclass
@@ -137,24 +177,87 @@ class Footer:
     def creator(self):
         return self.creator_app.rstrip(b"\0 ").decode("latin-1")
 
-    def problems(self, file_size=None):
-        """Footer validations in blktap's order (vhd_validate_footer); [] when valid."""
+    @property
+    def is_tap(self):
+        return self.creator_app[:3] == b"tap"
+
+    def hidden_checksum_ok(self):
+        """Early td-util (tap 0.1 and 1.1) set 'hidden' without updating the checksum."""
+        if not self.raw or not self.hidden or not self.is_tap or self.creator_version not in TAP_OLD_HIDDEN:
+            return False
+        fixed = bytearray(self.raw)
+        fixed[HIDDEN_OFFSET] = 0
+        return checksum(fixed, CHECKSUM_OFFSET) == self.checksum
+
+    def matches(self, backup):
+        """vhd-util check's primary/backup comparison, with its tap 0.1/1.1 'hidden' exception."""
+        if self.raw == backup.raw:
+            return True
+        if backup.hidden and backup.is_tap and backup.creator_version in TAP_OLD_HIDDEN:
+            fixed, mine = bytearray(backup.raw), self.raw
+            fixed[HIDDEN_OFFSET] = 0
+            # compare as structs: the checksum field follows the bytes it covers
+            return bytes(fixed[:64]) + bytes(fixed[68:]) == mine[:64] + mine[68:]
+        return False
+
+    def findings(self, file_size=None, *, now=None):
+        """Every footer validation, in blktap's order (vhd_util_check_validate_footer), with the
+        converter's own size and offset checks in between. ``now``: the VHD time to check the
+        timestamp against (None: not checked)."""
         found = []
+        add = found.append
         if self.raw and self.computed_checksum != self.checksum:
-            found.append(f"invalid checksum: stored 0x{self.checksum:08x}, computed 0x{self.computed_checksum:08x}")
-        if not isinstance(self.disk_type, DiskType) or self.disk_type == DiskType.NONE:
-            found.append(f"invalid disk type {int(self.disk_type)}")
+            detail = f"stored 0x{self.checksum:08x}, computed 0x{self.computed_checksum:08x}"
+            add(Finding(None if self.hidden_checksum_ok() else "invalid checksum", f"invalid checksum: {detail}",
+                        detail))
+        if not self.features & FEATURES_RESERVED:
+            add(Finding("invalid 'reserved' feature"))
+        if self.features & ~0x3:
+            add(Finding("invalid extra features"))
         if self.version != FILE_FORMAT_VERSION:
-            found.append(f"invalid version 0x{self.version:08x}")
+            add(Finding("invalid file format version", f"invalid version 0x{self.version:08x}"))
         if self.is_dynamic:
             if self.data_offset == NO_DATA_OFFSET or self.data_offset % 512:
-                found.append(f"invalid data offset 0x{self.data_offset:x}")
+                add(Finding(None, f"invalid data offset 0x{self.data_offset:x}"))
             elif file_size is not None and self.data_offset + 1024 > file_size:
-                found.append(f"data offset {self.data_offset} is past the end of the file ({file_size} bytes)")
-        elif self.disk_type == DiskType.FIXED and self.data_offset != NO_DATA_OFFSET:
-            found.append(f"invalid data offset 0x{self.data_offset:x} for a fixed disk")
+                add(Finding(None, f"data offset {self.data_offset} is past the end of the file ({file_size} bytes)"))
+        elif self.data_offset != NO_DATA_OFFSET:
+            add(Finding("invalid data offset", f"invalid data offset 0x{self.data_offset:x} for a fixed disk"
+                        if self.disk_type == DiskType.FIXED else None))
+        if now is not None and self.timestamp > now + TIMESTAMP_MAX_SLACK:
+            add(Finding("creation time in future"))
+        if self.is_tap and self.creator_version > TAP_CURRENT_VERSION:
+            add(Finding("unsupported tap creator version"))
+        size = max(512, -(-self.current_size // 512) * 512)
+        if _packed_chs(*chs_geometry(size)) < _packed_chs(*self.geometry):
+            add(Finding("geometry too large"))
+        if int(self.disk_type) not in (2, 3, 4):
+            add(Finding("invalid type", f"invalid disk type {int(self.disk_type)}"))
         if self.current_size % 512:
-            found.append(f"current size {self.current_size} is not a multiple of 512")
+            add(Finding(None, f"current size {self.current_size} is not a multiple of 512"))
         if self.saved_state not in (0, 1):
-            found.append(f"invalid saved state {self.saved_state}")
+            add(Finding("invalid 'saved' state", f"invalid saved state {self.saved_state}"))
+        if self.hidden not in (0, 1):
+            add(Finding("invalid 'hidden' state"))
+        if any(self.raw[HIDDEN_OFFSET + 1:FOOTER_SIZE]):
+            add(Finding("invalid 'reserved' bits"))
+        if self.uuid.int == 0:
+            add(Finding("invalid (NULL) uuid"))
         return found
+
+    def problems(self, file_size=None):
+        """Why the converter would refuse this footer; [] when it reads it."""
+        return messages(self.findings(file_size))
+
+    def reasons(self, *, now=None):
+        """vhd-util check's reasons (``now``: VHD time for the timestamp test, None: skipped)."""
+        return reasons(self.findings(now=now))
+
+
+def footer_reasons(raw, *, now=None):
+    """vhd-util check's reasons for the 512 bytes ``raw`` where a footer should be ([] = valid)."""
+    if raw is None:
+        return ["missing"]
+    if bytes(raw[:8]) != COOKIE:
+        return ["invalid cookie"]
+    return Footer.unpack(raw).reasons(now=now)

@@ -13,9 +13,11 @@ from converter.errors import ArchiveError
 
 try:                                  # pragma: no cover - depends on the environment
     from isal import igzip as _gzip
+    from isal.isal_zlib import error as _InflateError
     BACKEND = "isal"
 except ImportError:                   # pragma: no cover
     import gzip as _gzip
+    from zlib import error as _InflateError
     BACKEND = "zlib"
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -35,6 +37,7 @@ class GzipReader:
         self._queue = queue.Queue(QUEUE_DEPTH) if threaded else None
         self._stop = threading.Event()
         self._gz = None
+        self._produced = 0
         self._gen = self._decompress()
         if threaded:
             self._thread = threading.Thread(target=self._pump, name="gunzip", daemon=True)
@@ -53,10 +56,19 @@ class GzipReader:
         if self._gz is None:
             self._gz = self._open()
         try:
-            return self._gz.read(n)
+            piece = self._gz.read(n)
+            self._produced += len(piece)
+            return piece
+        except _gzip.BadGzipFile as exc:
+            if self._produced and "Not a gzipped file" in str(exc):
+                # gzip -d warns "trailing garbage ignored" and exits 2; the reader has already
+                # dropped that call's data, so the only honest answer is to refuse.
+                raise ArchiveError(self.where, "unexpected bytes after the end of the gzip stream "
+                                   "(trailing garbage appended to the .tgz)") from None
+            raise ArchiveError(self.where, f"corrupt gzip data: {exc}") from None
         except EOFError:
             raise ArchiveError(self.where, "the gzip stream is truncated (the file ends inside it)") from None
-        except (OSError, ValueError) as exc:   # BadGzipFile, zlib/isal errors, bad CRC
+        except (OSError, ValueError, _InflateError) as exc:   # BadGzipFile, inflate errors, bad CRC
             raise ArchiveError(self.where, f"corrupt gzip data: {exc}") from None
 
     def _decompress(self):
@@ -73,7 +85,7 @@ class GzipReader:
                 piece = gz.read(PIECE)
             except EOFError:
                 raise ArchiveError(self.where, "the gzip stream is truncated (the file ends inside it)") from None
-            except (OSError, ValueError) as exc:   # BadGzipFile, zlib/isal errors, bad CRC
+            except (OSError, ValueError, _InflateError) as exc:   # BadGzipFile, inflate errors, bad CRC
                 raise ArchiveError(self.where, f"corrupt gzip data: {exc}") from None
             if not piece:
                 return

@@ -10,7 +10,7 @@ import struct
 import uuid as uuidlib
 
 from converter.errors import FormatError
-from converter.footer import checksum
+from converter.footer import TIMESTAMP_MAX_SLACK, DiskType, Finding, checksum, messages
 
 HEADER_SIZE = 1024
 COOKIE = b"cxsparse"
@@ -19,6 +19,9 @@ CHECKSUM_OFFSET = 36
 DEFAULT_BLOCK_SIZE = 2 * 1024 * 1024     # XenServer's
 LOCATOR_OFFSET = 576
 LOCATOR_COUNT = 8
+LOCATOR_END = LOCATOR_OFFSET + 24 * LOCATOR_COUNT
+NO_DATA_OFFSET = 0xFFFFFFFFFFFFFFFF
+MAX_OPEN_BLOCK_SIZE = 2 * 1024 * 1024    # libvhd's vhd_open refuses larger blocks
 
 _LAYOUT = struct.Struct(">8sQQIIII16sII512s")
 _LOCATOR = struct.Struct(">4sIIIQ")
@@ -50,17 +53,61 @@ class ParentLocator:
             return self.data_space * 512
         return self.data_space
 
+    @property
+    def ms_size(self):
+        """vhd_parent_locator_size (MICROSOFT_COMPAT): < 512 is sectors, a multiple of 512 is
+        bytes, anything else 0."""
+        if self.data_space < 512:
+            return self.data_space * 512
+        return self.data_space if self.data_space % 512 == 0 else 0
+
     def decode(self, data):
-        """The path the locator holds, or None when its encoding is unknown."""
-        data = data[:self.data_length]
+        """The path the locator holds, as blktap reads it (MacX: a file:// URL, stripped; W2ku/W2ru:
+        UTF-16LE, backslashes to slashes, no C:), or None when it cannot be read."""
+        data = bytes(data[:self.data_length])
         try:
             if self.code == PLAT_MACX:
-                return data.decode("utf-8").rstrip("\0")
+                text = data.decode("utf-8").split("\0", 1)[0]
+                return text[7:] if text.startswith("file://") else None
             if self.code in (PLAT_W2KU, PLAT_W2RU):
-                return data.decode("utf-16-le").rstrip("\0")
+                return windows_path(data.decode("utf-16-le").split("\0", 1)[0])
         except UnicodeDecodeError:
             return None
         return None
+
+    def findings(self, index, raw, file_size=None):
+        """Validations of locator ``index`` (``raw``: its 24 bytes). blktap's
+        (vhd_util_check_parent_locators) stops at the first reason; the converter's
+        messages come with it."""
+        found = []
+        reason = None
+        where = f"parent locator {index}"
+        if self.code != PLAT_NONE and self.code not in KNOWN_PLATFORMS:
+            reason = f"invalid platform code ({self.code!r})"
+            found.append(Finding(None, f"{where}: unknown platform code {self.code!r}"))
+        elif not self.used:
+            reason = "non-zero locator" if any(raw) else None
+        elif self.data_offset == 0:
+            reason = "invalid data offset"
+        elif self.data_space == 0:
+            reason = "invalid data space"
+        elif self.data_length == 0:
+            reason = "invalid data length"
+        elif file_size is not None and self.data_offset + self.ms_size > file_size - 512:
+            reason = "invalid size"
+        elif self.reserved:
+            reason = "invalid reserved bits"
+        if self.used:
+            if self.data_offset % 512:
+                found.append(Finding(None, f"{where}: data offset {self.data_offset} is not sector aligned"))
+            if self.data_length > self.space_bytes:
+                found.append(Finding(None, f"{where}: data length {self.data_length} exceeds its space "
+                                     f"{self.space_bytes}"))
+            if file_size is not None and self.data_offset + self.space_bytes > file_size:
+                found.append(Finding(None, f"{where}: data at {self.data_offset} extends past the end of the file"))
+        if reason:
+            found.insert(0, Finding(f"invalid parent locator {index}: {reason}"))
+        return found
 
     def pack(self):
         return _LOCATOR.pack(self.code, self.data_space, self.data_length, self.reserved, self.data_offset)
@@ -132,37 +179,106 @@ class DynamicHeader:
         """Bytes the BAT occupies on disk (rounded up to a sector)."""
         return (self.max_table_entries * 4 + 511) // 512 * 512
 
-    def problems(self, footer=None, file_size=None):
-        """Header validations in blktap's order (vhd_validate_header); [] when valid."""
+    def findings(self, footer=None, file_size=None):
+        """Header validations in blktap's order (vhd_util_check_validate_header, then vhd_open's
+        block size limit), with the converter's own checks in between."""
         found = []
+        add = found.append
         if self.raw and self.computed_checksum != self.checksum:
-            found.append(f"invalid checksum: stored 0x{self.checksum:08x}, computed 0x{self.computed_checksum:08x}")
-        if self.data_offset != 0xFFFFFFFFFFFFFFFF:
-            found.append(f"invalid data offset 0x{self.data_offset:x}")
+            detail = f"stored 0x{self.checksum:08x}, computed 0x{self.computed_checksum:08x}"
+            add(Finding("invalid checksum", f"invalid checksum: {detail}", detail))
         if self.version != HEADER_VERSION:
-            found.append(f"invalid version 0x{self.version:08x}")
+            add(Finding("invalid header version", f"invalid version 0x{self.version:08x}"))
+        if self.data_offset != NO_DATA_OFFSET:
+            add(Finding("invalid data offset", f"invalid data offset 0x{self.data_offset:x}"))
+        bat_end = self.table_offset + self.max_table_entries * 4
+        if self.table_offset % 512:
+            message = f"BAT offset {self.table_offset} is not sector aligned"
+        elif file_size is not None and bat_end > file_size:
+            message = (f"BAT ({self.max_table_entries} entries at {self.table_offset}) extends past the "
+                       f"end of the file ({file_size} bytes)")
+        else:
+            message = None
+        if self.table_offset <= 0 or message or file_size is not None and bat_end > file_size - 512:
+            where = f" in a {file_size}-byte file" if file_size is not None else ""
+            add(Finding("invalid table offset", message,
+                        f"BAT of {self.max_table_entries} entries at {self.table_offset}{where}"))
         bs = self.block_size
+        message = None
         if bs < 512 or bs & (bs - 1) or bs > 256 * 1024 * 1024:
-            found.append(f"invalid block size {bs}: not a power of two between 512 B and 256 MiB")
-        elif footer is not None:
+            message = f"invalid block size {bs}: not a power of two between 512 B and 256 MiB"
+        if bs <= 0 or bs & (bs - 1):
+            add(Finding("invalid block size", message, str(bs)))
+        elif bs > MAX_OPEN_BLOCK_SIZE:
+            add(Finding("invalid block size", message, f"{bs}: libvhd opens at most {MAX_OPEN_BLOCK_SIZE}"))
+        elif message:
+            add(Finding(None, message))
+        if not message and footer is not None:
             needed = -(-footer.current_size // bs)
             if self.max_table_entries < needed:
-                found.append(f"max table entries {self.max_table_entries} is less than the {needed} blocks "
-                             f"the current size {footer.current_size} needs")
-        if self.table_offset % 512:
-            found.append(f"BAT offset {self.table_offset} is not sector aligned")
-        if file_size is not None and self.table_offset + self.max_table_entries * 4 > file_size:
-            found.append(f"BAT ({self.max_table_entries} entries at {self.table_offset}) extends past the "
-                         f"end of the file ({file_size} bytes)")
-        for i, loc in enumerate(self.locators):
-            if not loc.used:
-                continue
-            if loc.code not in KNOWN_PLATFORMS:
-                found.append(f"parent locator {i}: unknown platform code {loc.code!r}")
-            if loc.data_offset % 512:
-                found.append(f"parent locator {i}: data offset {loc.data_offset} is not sector aligned")
-            if loc.data_length > loc.space_bytes:
-                found.append(f"parent locator {i}: data length {loc.data_length} exceeds its space {loc.space_bytes}")
-            if file_size is not None and loc.data_offset + loc.space_bytes > file_size:
-                found.append(f"parent locator {i}: data at {loc.data_offset} extends past the end of the file")
+                add(Finding(None, f"max table entries {self.max_table_entries} is less than the {needed} blocks "
+                            f"the current size {footer.current_size} needs"))
+        if self.raw and (any(self.raw[60:64]) or any(self.raw[LOCATOR_END:HEADER_SIZE])):
+            add(Finding("invalid reserved bits"))
         return found
+
+    def locator_raw(self, index):
+        """The 24 bytes of locator ``index`` as read (or as they would be written)."""
+        if self.raw:
+            return self.raw[LOCATOR_OFFSET + 24 * index:LOCATOR_OFFSET + 24 * (index + 1)]
+        return self.locators[index].pack()
+
+    def locator_findings(self, file_size=None):
+        """Parent locator validations (blktap: for differencing disks, after the BAT), then
+        duplicate platform codes."""
+        found, seen = [], set()
+        for i, loc in enumerate(self.locators):
+            mine = loc.findings(i, self.locator_raw(i), file_size)
+            found.extend(mine)
+            if not loc.used or any(f.reason for f in mine):
+                continue
+            if loc.code in seen:
+                found.append(Finding(f"duplicate platform code in locator {i}: 0x{int.from_bytes(loc.code, 'big'):x}"))
+            seen.add(loc.code)
+        return found
+
+    def problems(self, footer=None, file_size=None):
+        """Why the converter would refuse this header (and its locators); [] when it reads it."""
+        return messages(self.findings(footer, file_size) + self.locator_findings(file_size))
+
+    def decode_parent_name(self, old_tap=False):
+        """The parent name as blktap decodes it (UTF-16BE, or UTF-16 for tap 0.1 files; ASCII only;
+        backslashes to slashes, no C:), or None when it cannot."""
+        try:
+            name = self.raw_parent_name.decode("utf-16" if old_tap else "utf-16-be").split("\0", 1)[0]
+            name.encode("ascii")
+        except (UnicodeDecodeError, UnicodeEncodeError):
+            return None
+        return windows_path(name)
+
+    def differencing_findings(self, footer, *, now=None):
+        """vhd_util_check_validate_differencing_header (``now``: VHD time, None: timestamps skipped)."""
+        found = []
+        if footer.disk_type == DiskType.DIFFERENCING:
+            if now is not None and self.parent_timestamp > now + TIMESTAMP_MAX_SLACK:
+                found.append(Finding("parent creation time in future"))
+            if self.decode_parent_name(footer.is_tap and footer.creator_version == 0x00000001) is None:
+                found.append(Finding("invalid parent name"))
+        else:
+            if any(self.raw_parent_name):
+                found.append(Finding("invalid non-null parent name"))
+            if any(self.raw[LOCATOR_OFFSET:LOCATOR_END]) if self.raw else any(loc.used for loc in self.locators):
+                found.append(Finding("invalid non-null parent locators"))
+            if self.parent_uuid.int:
+                found.append(Finding("invalid non-null parent uuid"))
+            if self.parent_timestamp:
+                found.append(Finding("invalid non-zero parent timestamp"))
+        return found
+
+
+def windows_path(path):
+    """blktap's path clean-up of decoded names: backslashes become slashes, a leading C: goes."""
+    path = path.replace("\\", "/")
+    if path[:2] in ("C:", "c:"):
+        path = path[2:]
+    return path

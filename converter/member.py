@@ -4,18 +4,29 @@
 ``blocks()`` yields ``Block``s (first virtual sector, sector count, bitmap mask, data) in file
 order so a forward-only stream never seeks back; ``finish()`` reads the trailing footer.
 
+This is the only VHD reader: conversion, ``ChainReader``, check, scan and dump all use it.
+``strict=True`` (conversion) raises a FormatError on the first problem. ``strict=False``
+(inspection) never raises for bad content: it records what it found - the raw footer copies,
+block faults (``faults``: blocks clobbering headers, the footer or another block, in blktap's
+terms), regions a stream could not reach (``unread``), why reading stopped (``fatal``) - and
+skips blocks it cannot use.
+
 Every field that sizes a read is checked against the real file size first: an untrusted
 header can never make us allocate or loop beyond what the file holds.
 """
 
 import dataclasses
+import heapq
 
 from converter import bat as batlib
 from converter.errors import FormatError
-from converter.footer import FOOTER_SIZE, DiskType, Footer
+from converter.footer import COOKIE as FOOTER_COOKIE
+from converter.footer import FOOTER_SIZE, NO_DATA_OFFSET, DiskType, Footer
+from converter.header import COOKIE as HEADER_COOKIE
 from converter.header import HEADER_SIZE, DynamicHeader
 
 FIXED_CHUNK = 2 * 1024 * 1024   # fixed disks are streamed in pieces this size
+MAX_LOCATOR_BYTES = 64 * 1024   # never read more than this for a path
 
 
 @dataclasses.dataclass
@@ -24,7 +35,22 @@ class Block:
     first_sector: int     # first virtual sector it covers
     nsectors: int         # sectors in use (the last block may be cut by the current size)
     mask: int | None      # MSB-first bitmap of nsectors bits; None = every sector present
-    data: memoryview      # nsectors * 512 bytes
+    data: memoryview | None   # nsectors * 512 bytes (None when only the bitmap was asked for)
+
+
+@dataclasses.dataclass
+class BlockFault:
+    """An allocated block in the wrong place (vhd_util_check_bat's cases).
+
+    ``kind``: 'headers' (starts before the end of the metadata), 'footer' (runs into the
+    trailing footer or past the end of the file), 'block' (overlaps ``other``, the block
+    before it in the file). ``entry``/``other_entry`` are BAT values, in sectors.
+    """
+    kind: str
+    index: int
+    entry: int
+    other: int | None = None
+    other_entry: int | None = None
 
 
 class VhdMember:
@@ -34,19 +60,28 @@ class VhdMember:
         self.source = source
         self.where = source.where
         self.strict = strict
-        self.problems = []
-        self.warnings = []
+        self.problems = []          # the converter's refusals, when not strict
         self.footer = None          # authoritative footer
-        self.head_footer = None     # the copy at offset 0 (dynamic disks)
+        self.head_raw = None        # the 512 bytes at offset 0 (None: not read)
+        self.tail_raw = None        # the bytes where the trailing footer belongs, padded to 512
+        self.head_footer = None     # the copy at offset 0 (when it has the cookie)
         self.tail_footer = None
         self.header = None
+        self.header_raw = None
         self.bat = None             # entries in use (follow the current size)
+        self.bat_error = None       # why the BAT was not read (not strict)
         self.bat_extra_used = 0     # allocated entries beyond the current size (preallocated BATs)
         self.batmap_header = None
+        self.batmap_unread = False  # a stream had gone past the batmap header
         self.batmap = None
         self.locator_data = {}
         self.first_data = None      # first byte after metadata
+        self.end_of_headers = None  # blktap's vhd_end_of_headers (bytes)
+        self.faults = []            # BlockFault
+        self.unread = []            # regions a stream could not go back to
+        self.fatal = None           # why reading stopped (not strict)
         self.footer_size = FOOTER_SIZE
+        self._allocated = []        # (entry, index) of usable blocks, file order
         self._fixed_pending = False
         self._head_bytes = b""
 
@@ -55,6 +90,23 @@ class VhdMember:
         if self.strict:
             raise FormatError(self.where, detail, field=field)
         self.problems.append(f"{field}: {detail}" if field else detail)
+
+    def fail(self, detail, field=None):
+        """Reading cannot go on: raise when strict, else remember why and stop."""
+        if self.strict:
+            raise FormatError(self.where, detail, field=field)
+        self.fatal = detail
+
+    def _read(self, offset, n, what, *, required=True):
+        """Bytes at ``offset``; None when a stream has gone past them (strict: only when
+        not ``required``, the read raising otherwise)."""
+        src = self.source
+        if src.streaming and offset < src.pos and not (self.strict and required):
+            if not self.strict:
+                self.unread.append(f"{what} at byte {offset} comes before data already read: not checked "
+                                   "from the stream (extract the archive to check it)")
+            return None
+        return src.read_at(offset, n)
 
     @property
     def data_end(self):
@@ -68,50 +120,60 @@ class VhdMember:
         member._open()
         return member
 
+    @classmethod
+    def inspect(cls, source):
+        """Metadata only, tolerant (scan, dump): open, then read the trailing footer."""
+        member = cls.open(source, strict=False)
+        member.finish()
+        return member
+
     def _open(self):
         src = self.source
         if src.size % 512 == FOOTER_SIZE - 1:
             self.footer_size = FOOTER_SIZE - 1
         if src.size < self.footer_size:
-            raise FormatError(self.where, f"{src.size} bytes is too small to be a VHD (no footer)")
+            return self.fail(f"{src.size} bytes is too small to be a VHD (no footer)")
+        head = src.read_at(0, FOOTER_SIZE) if src.size >= FOOTER_SIZE else b""
+        self.head_raw = head or None
+        if head[:8] == FOOTER_COOKIE:
+            self.head_footer = Footer.unpack(head, "head footer")
         if src.streaming:
-            head = src.read_at(0, FOOTER_SIZE) if src.size >= FOOTER_SIZE else b""
-            if head[:8] == b"conectix":
-                self.head_footer = Footer.unpack(head, "head footer")
-                if self.head_footer.is_dynamic:
-                    self._adopt(self.head_footer, "head footer")
-                    self._open_dynamic()
-                    return
+            if self.head_footer is not None and self.head_footer.is_dynamic:
+                self._adopt(self.head_footer, "head footer")
+                return self._open_dynamic()
             # No dynamic footer copy in front: a fixed disk (or not a VHD); the footer comes last.
             self._fixed_pending = True
-            self.footer = None
             self._head_bytes = head
             return
         tail = self._read_tail_footer()
         if tail is not None and not tail.problems(src.size):
             self._adopt(tail, "footer")
         else:
-            head = Footer.unpack(src.read_at(0, FOOTER_SIZE), "head footer") if src.size >= 1024 else None
+            if self.strict and src.size >= 1024 and self.head_footer is None:
+                Footer.unpack(head, "head footer")      # raises: not a footer either
+            head = self.head_footer if src.size >= 1024 else None
             if head is not None and head.is_dynamic and not head.problems(src.size):
                 detail = "missing" if tail is None else "; ".join(tail.problems(src.size))
                 self.problem(f"primary footer invalid ({detail}); the backup copy at offset 0 is valid",
                              field="footer")
                 self._adopt(head, "footer")
             elif tail is None:
-                raise FormatError(self.where, "no 'conectix' footer at the end of the file: not a VHD",
-                                  field="footer")
+                return self.fail("no 'conectix' footer at the end of the file: not a VHD", field="footer")
             else:
                 self._adopt(tail, "footer")
         if self.footer.is_dynamic:
-            self.head_footer = Footer.unpack(src.read_at(0, FOOTER_SIZE), "head footer") \
-                if src.size >= FOOTER_SIZE else None
+            if self.strict and self.head_footer is None:
+                Footer.unpack(self.head_raw or b"", "head footer")      # raises: dynamic disks need the copy
             self._open_dynamic()
         else:
             self._check_fixed_size()
 
     def _read_tail_footer(self):
-        raw = self.source.read_at(self.source.size - self.footer_size, self.footer_size)
-        if raw[:8] != b"conectix":
+        raw = self._read(self.source.size - self.footer_size, self.footer_size, "primary footer")
+        if raw is None:
+            return None
+        self.tail_raw = bytes(raw).ljust(FOOTER_SIZE, b"\0")
+        if raw[:8] != FOOTER_COOKIE:
             return None
         self.tail_footer = Footer.unpack(raw, "footer")
         return self.tail_footer
@@ -121,87 +183,176 @@ class VhdMember:
         for p in footer.problems(self.source.size):
             self.problem(p, field=name)
 
+    @property
+    def fixed_size_ok(self):
+        """A fixed disk holds exactly its current size of data before the footer."""
+        f = self.footer
+        return f is None or f.disk_type != DiskType.FIXED or f.current_size == self.data_end
+
     def _check_fixed_size(self):
         f = self.footer
-        if f.disk_type == DiskType.FIXED and f.current_size != self.data_end:
+        if not self.fixed_size_ok:
             self.problem(f"fixed disk of current size {f.current_size} but {self.data_end} bytes of data",
                          field="footer")
 
     def _open_dynamic(self):
         src, f = self.source, self.footer
-        if f.data_offset == 0xFFFFFFFFFFFFFFFF or f.data_offset + HEADER_SIZE > self.data_end:
-            raise FormatError(self.where, f"header offset {f.data_offset:#x} is outside the file",
-                              field="footer.data_offset")
-        h = self.header = DynamicHeader.unpack(src.read_at(f.data_offset, HEADER_SIZE), "header")
+        if f.data_offset == NO_DATA_OFFSET or f.data_offset + HEADER_SIZE > self.data_end:
+            return self.fail(f"header offset {f.data_offset:#x} is outside the file", field="footer.data_offset")
+        raw = self._read(f.data_offset, HEADER_SIZE, "dynamic header")
+        if raw is None:
+            return self.fail("the dynamic header comes before data already read from the stream")
+        self.header_raw = bytes(raw)
+        if not self.strict and raw[:8] != HEADER_COOKIE:
+            return self.fail(f"cookie is {bytes(raw[:8])!r}, not 'cxsparse': no dynamic header here", field="header")
+        h = self.header = DynamicHeader.unpack(raw, "header")
         for p in h.problems(f, src.size):
             self.problem(p, field="header")
         bs = h.block_size
         if bs < 512 or bs & (bs - 1) or bs > 256 * 1024 * 1024 or h.table_offset % 512:
-            raise FormatError(self.where, "cannot locate blocks with this header", field="header")
+            return self.fail("cannot locate blocks with this header", field="header")
         in_use = -(-f.current_size // bs)
         if h.max_table_entries < in_use:
-            raise FormatError(self.where, f"max table entries {h.max_table_entries} is less than the {in_use} "
-                              f"blocks of the current size", field="header")
+            self.problem(f"max table entries {h.max_table_entries} is less than the {in_use} blocks of the "
+                         "current size", field="header")
+            in_use = h.max_table_entries
         if h.table_offset + h.max_table_entries * 4 > self.data_end:
-            raise FormatError(self.where, f"BAT of {h.max_table_entries} entries at {h.table_offset} does not "
-                              f"fit in a {src.size}-byte file", field="header.max_table_entries")
-        # Metadata regions in file order: BAT, batmap header, batmap, locators (only those
-        # before the first block can be read from a stream).
-        raw_bat = src.read_at(h.table_offset, h.max_table_entries * 4)
-        table = batlib.unpack_bat(raw_bat, h.max_table_entries)
-        self.bat = table[:in_use]
-        self.bat_extra_used = sum(1 for e in table[in_use:] if e != batlib.UNUSED)
-        del raw_bat, table
+            if self.strict:
+                raise FormatError(self.where, f"BAT of {h.max_table_entries} entries at {h.table_offset} does not "
+                                  f"fit in a {src.size}-byte file", field="header.max_table_entries")
+            self.bat_error = (f"{h.max_table_entries} BAT entries at byte {h.table_offset} do not fit in the "
+                              f"{src.size}-byte file")
+            return
+        self._read_metadata(in_use)
+        if self.bat is not None:
+            self._place_blocks()
+
+    def _read_metadata(self, in_use):
+        """BAT, batmap header and map, locator data: in file order (a heap of regions, since
+        the batmap header says where its map is). Regions a stream cannot reach any more, or
+        that lie after the first block, are skipped (and recorded when not strict)."""
+        src, f, h = self.source, self.footer, self.header
+        queue, serial = [], 0
+
+        def want(offset, length, what, done, required=False):
+            nonlocal serial
+            serial += 1
+            heapq.heappush(queue, (offset, serial, length, what, done, required))
+
+        first_block = [self.data_end]    # of blocks after the BAT; known once the BAT is read
+        bat_end = h.table_offset + h.bat_size
+
+        def got_bat(raw):
+            table = batlib.unpack_bat(raw, h.max_table_entries)
+            self.bat = table[:in_use]
+            self.bat_extra_used = sum(1 for e in table[in_use:] if e != batlib.UNUSED)
+            starts = [e * 512 for e in self.bat if e != batlib.UNUSED and e * 512 >= bat_end]
+            first_block[0] = min(starts + [self.data_end])
+
+        def got_batmap_header(raw):
+            hdr = batlib.BatmapHeader.unpack(raw)
+            if hdr is None:
+                return
+            self.batmap_header = hdr
+            size = hdr.batmap_size * 512
+            limit = min(first_block[0], self.data_end)
+            if self.strict and (hdr.batmap_offset < offset + 512 or size < (h.max_table_entries + 7) // 8
+                                or hdr.batmap_offset + size > limit):
+                self.problem(f"batmap of {hdr.batmap_size} sectors at {hdr.batmap_offset} is misplaced or too "
+                             "small", field="batmap")
+            length = max(size, batlib.batmap_map_size(f.current_size))
+            if hdr.batmap_offset + length > self.data_end:
+                length = size
+            if size and hdr.batmap_offset + length <= self.data_end:
+                want(hdr.batmap_offset, length, "batmap", got_batmap)
+
+        def got_batmap(raw):
+            self.batmap = raw
+            hdr = self.batmap_header
+            computed = batlib.batmap_checksum(raw, f.current_size, hdr.batmap_version)
+            if self.strict and computed != hdr.checksum:
+                self.problem(f"invalid batmap checksum: stored 0x{hdr.checksum:08x}, computed 0x{computed:08x}",
+                             field="batmap")
+
+        want(h.table_offset, h.max_table_entries * 4, "BAT", got_bat, required=True)
+        offset = batlib.batmap_header_offset(h)
+        if offset + 512 <= self.data_end:
+            want(offset, 512, "batmap header", got_batmap_header)
+        for i, loc in enumerate(h.locators):
+            if loc.used and loc.data_offset and 0 < loc.data_length <= MAX_LOCATOR_BYTES \
+                    and loc.data_offset + loc.data_length <= self.data_end:
+                want(loc.data_offset, loc.data_length, f"parent locator {i}",
+                     lambda raw, i=i: self.locator_data.__setitem__(i, raw))
+        while queue:
+            at, _, length, what, done, required = heapq.heappop(queue)
+            if src.streaming and not required and self.bat is not None and at + length > first_block[0]:
+                if not self.strict:
+                    self.unread.append(f"{what} at byte {at} lies after block data: not read from the stream")
+                if what == "batmap header":
+                    self.batmap_unread = True
+                continue
+            raw = self._read(at, length, what, required=required)
+            if raw is None:
+                if required:
+                    self.bat_error = "the BAT comes before data already read from the stream"
+                    return
+                self.batmap_unread = self.batmap_unread or what == "batmap header"
+                continue
+            done(raw)
+        self.first_data = max(f.data_offset + HEADER_SIZE, bat_end, FOOTER_SIZE,
+                              *(h.locators[i].data_offset + h.locators[i].space_bytes for i in self.locator_data))
+        self.end_of_headers = self._end_of_headers()
+
+    def _end_of_headers(self):
+        """vhd_end_of_headers: the end of every metadata region the header and batmap name."""
+        f, h, hdr = self.footer, self.header, self.batmap_header
+        eoh = max(f.data_offset + HEADER_SIZE, batlib.batmap_header_offset(h))
+        if hdr is not None and batlib.has_batmap(f, hdr):
+            eoh = max(eoh, batlib.batmap_header_offset(h) + 512, hdr.batmap_offset + hdr.batmap_size * 512)
+        for loc in h.locators:
+            if loc.used:
+                eoh = max(eoh, loc.data_offset + loc.space_bytes)
+        return eoh
+
+    def _place_blocks(self):
+        """Every allocated block against the metadata, the footer and the block before it.
+        Faults are recorded in blktap's terms; strict raises where the data cannot be read
+        (or would be the metadata's); tolerant skips every faulty block."""
+        f, h = self.footer, self.header
+        bs = h.block_size
         block_bytes = h.bitmap_size + bs
+        block_secs = block_bytes // 512
+        eoh_secs = self.end_of_headers // 512
+        end_secs = self.data_end // 512      # blktap: (eof - 512) / 512, a 511-byte footer counted as 512
         allocated = sorted((e, i) for i, e in enumerate(self.bat) if e != batlib.UNUSED)
-        meta_end = max(f.data_offset + HEADER_SIZE, h.table_offset + h.bat_size, FOOTER_SIZE)
-        self._read_batmap(meta_end, allocated)
-        regions = [(loc.data_offset, i) for i, loc in enumerate(h.locators) if loc.used]
-        first_block = allocated[0][0] * 512 if allocated else self.data_end
-        for offset, i in sorted(regions):
-            loc = h.locators[i]
-            if loc.data_offset + loc.data_length > self.data_end or loc.data_length > 64 * 1024:
-                continue        # header.problems() reported it
-            if src.streaming and (offset < src.pos or offset >= first_block):
-                continue        # not readable from a stream; only inspection cares
-            self.locator_data[i] = src.read_at(loc.data_offset, loc.data_length)
-            meta_end = max(meta_end, loc.data_offset + loc.space_bytes)
-        self.first_data = meta_end
-        previous_end, previous_index = 0, None
+        usable = []
+        previous = None
         for entry, index in allocated:
             start = entry * 512
             used = min(bs, f.current_size - index * bs)
+            faulty = False
+            if entry < eoh_secs:
+                self.faults.append(BlockFault("headers", index, entry))
+                faulty = True
+            elif entry + block_secs > end_secs:
+                self.faults.append(BlockFault("footer", index, entry))
+                faulty = True
             if start < FOOTER_SIZE or start < h.table_offset + h.bat_size and start + block_bytes > h.table_offset:
                 self.problem(f"BAT entry {index} points at byte {start}, inside the file's metadata", field="BAT")
             if start + h.bitmap_size + used > self.data_end:
-                raise FormatError(self.where, f"BAT entry {index} points at byte {start}, past the end of the "
-                                  f"data ({self.data_end} bytes)", field="BAT")
-            if start < previous_end:
-                raise FormatError(self.where, f"BAT entries {previous_index} and {index} overlap", field="BAT")
-            previous_end, previous_index = start + block_bytes, index
-        self._allocated = allocated
-
-    def _read_batmap(self, after_bat, allocated):
-        src, h = self.source, self.header
-        offset = h.table_offset + h.bat_size
-        first_block = allocated[0][0] * 512 if allocated else self.data_end
-        if offset + 512 > min(first_block, self.data_end) or (src.streaming and offset < src.pos):
-            return
-        hdr = batlib.BatmapHeader.unpack(src.read_at(offset, 512))
-        if hdr is None:
-            return
-        self.batmap_header = hdr
-        size = hdr.batmap_size * 512
-        needed = (h.max_table_entries + 7) // 8
-        limit = min(first_block, self.data_end)
-        if hdr.batmap_offset < offset + 512 or size < needed or hdr.batmap_offset + size > limit:
-            self.problem(f"batmap of {hdr.batmap_size} sectors at {hdr.batmap_offset} is misplaced or too small",
-                         field="batmap")
-            return
-        self.batmap = src.read_at(hdr.batmap_offset, size)
-        if batlib.batmap_checksum(self.batmap) != hdr.checksum:
-            self.problem(f"invalid batmap checksum: stored 0x{hdr.checksum:08x}, computed "
-                         f"0x{batlib.batmap_checksum(self.batmap):08x}", field="batmap")
+                if self.strict:
+                    raise FormatError(self.where, f"BAT entry {index} points at byte {start}, past the end of the "
+                                      f"data ({self.data_end} bytes)", field="BAT")
+                faulty = True
+            if previous is not None and entry < previous[0] + block_secs:
+                if self.strict:
+                    raise FormatError(self.where, f"BAT entries {previous[1]} and {index} overlap", field="BAT")
+                self.faults.append(BlockFault("block", index, entry, previous[1], previous[0]))
+                faulty = True
+            previous = (entry, index)
+            if self.strict or not faulty:
+                usable.append((entry, index))
+        self._allocated = usable
 
     # --- facts ----------------------------------------------------------------------------
     @property
@@ -216,25 +367,53 @@ class VhdMember:
 
     @property
     def allocated_blocks(self):
-        return len(self._allocated) if self.header else None
+        """Allocated BAT entries within the current size (None: no BAT)."""
+        if self.header is None or self.bat is None:
+            return None
+        return sum(1 for e in self.bat if e != batlib.UNUSED)
+
+    @property
+    def has_batmap(self):
+        return self.footer is not None and batlib.has_batmap(self.footer, self.batmap_header)
 
     # --- data -----------------------------------------------------------------------------
-    def blocks(self, only=None):
-        """Blocks in file order. ``only``: a set of BAT indexes (random-access sources)."""
+    def blocks(self, only=None, *, data=True, whole=False):
+        """Blocks in file order. ``only``: a set of BAT indexes (random-access sources).
+
+        ``data``: True (bitmap and data), False (bitmap only) or 'partial' (data only where the
+        bitmap is not full); ``whole``: every sector of the block, not only those the current
+        size covers (inspection).
+        """
         if self.header is None:
-            yield from self._fixed_pieces(only)
+            if self._fixed_pending or self.footer is not None and not self.footer.is_dynamic:
+                yield from self._fixed_pieces(only)
             return
         h, size = self.header, self.current_size
         spb, bmsize = h.sectors_per_block, h.bitmap_size
         for entry, index in self._allocated:
             if only is not None and index not in only:
                 continue
-            nsectors = min(spb, size // 512 - index * spb)
-            raw = memoryview(self.source.read_at(entry * 512, bmsize + nsectors * 512))
-            mask = batlib.bitmap_mask(raw[:bmsize], nsectors)
+            nsectors = spb if whole else min(spb, size // 512 - index * spb)
+            start = entry * 512
+            if data is True:
+                raw = self._read(start, bmsize + nsectors * 512, f"block {index}")
+                if raw is None:
+                    continue
+                raw = memoryview(raw)
+                bitmap, payload = raw[:bmsize], raw[bmsize:]
+            else:
+                bitmap, payload = self._read(start, bmsize, f"bitmap of block {index}"), None
+                if bitmap is None:
+                    continue
+            mask = batlib.bitmap_mask(bitmap, nsectors)
             if mask == (1 << nsectors) - 1:
                 mask = None
-            yield Block(index, index * spb, nsectors, mask, raw[bmsize:])
+            if data == "partial" and mask is not None:
+                payload = self._read(start + bmsize, nsectors * 512, f"block {index}")
+                if payload is None:
+                    continue
+                payload = memoryview(payload)
+            yield Block(index, index * spb, nsectors, mask, payload)
 
     def _fixed_pieces(self, only):
         size = self.current_size
@@ -258,14 +437,16 @@ class VhdMember:
         tail = self._read_tail_footer()
         if self._fixed_pending:
             if tail is None:
-                raise FormatError(self.where, "no 'conectix' footer at the end and none at the start: not a VHD "
-                                  "(a raw disk?)", field="footer")
+                return self.fail("no 'conectix' footer at the end and none at the start: not a VHD "
+                                 "(a raw disk?)", field="footer")
             self._fixed_pending = False
             self._adopt(tail, "footer")
             if tail.disk_type != DiskType.FIXED:
-                raise FormatError(self.where, f"{tail.type_label} disk without the footer copy at offset 0 that "
-                                  "its data offset needs", field="footer")
+                return self.fail(f"{tail.type_label} disk without the footer copy at offset 0 that "
+                                 "its data offset needs", field="footer")
             self._check_fixed_size()
+            return
+        if self.footer is None:
             return
         if tail is None:
             self.problem("no footer at the end of the file (truncated?)", field="footer")

@@ -4,13 +4,15 @@ Two inputs:
 
 * a XenServer image (tgz, numbered directory, list of VHDs): members link by *position*, so
   the tree is the chain, base at the root; the parent names inside the files (``<uuid>.vhd``,
-  not in the image) are kept on each node as dangling;
+  not in the image) are kept on each node as dangling, and each line says so:
+  ``parent=1.vhd (header parent <uuid>.vhd not in image; linked by position)``;
 * a directory of ``<uuid>.vhd`` files, as in a file-based storage repository: parents are
   found the way blktap does (parent locators, relative to the child's directory), then by the
   header's parent name, then by parent UUID among the scanned files. The result is a forest.
 
-Lines are blktap's: ``vhd=NAME capacity=BYTES size=FILEBYTES hidden=0|1 parent=NAME|none``,
-children indented three spaces per level; failures ``vhd=PATH scan-error=N error-message='..'``.
+Lines are blktap's (exactly so for directories):
+``vhd=NAME capacity=BYTES size=FILEBYTES hidden=0|1 parent=NAME|none``, children indented
+three spaces per level; failures ``vhd=PATH scan-error=N error-message='..'``.
 """
 
 import dataclasses
@@ -19,10 +21,10 @@ import os
 import posixpath
 
 from converter import archive
-from converter.check import decode_locator, inspect_member
 from converter.errors import ArchiveError, VhdError
 from converter.footer import DiskType
 from converter.header import PLAT_MACX, PLAT_W2KU, PLAT_W2RU
+from converter.member import VhdMember
 from converter.source import FileSource
 
 EINVAL = 22
@@ -60,9 +62,25 @@ class ScanNode:
         name = self.path if verbose else self.name
         parent = "none" if self.parent is None else (self.parent_path if verbose and self.parent_path
                                                        else self.parent)
-        note = "" if self.parent is None or self.parent_found else " (not found in scan)"
         return (f"{' ' * (INDENT * depth)}vhd={name} capacity={self.capacity} size={self.size} "
-                f"hidden={self.hidden} parent={parent}{note}")
+                f"hidden={self.hidden} parent={parent}{self.note}")
+
+    @property
+    def note(self):
+        """blktap's ' (not found in scan)'; for a XenServer image's positional link, the parent
+        name the header holds, whether the image has it, and that the link is by position."""
+        if self.parent is None:
+            return ""
+        if not self.parent_found:
+            return " (not found in scan)"
+        if self.link != "position":
+            return ""
+        named = self.header_parent or "none"
+        if self.header_parent_dangling:
+            return f" (header parent {named} not in image; linked by position)"
+        if named != self.parent:
+            return f" (header parent {named} is another member; linked by position)"
+        return " (linked by position)"
 
     def to_json(self):
         out = {k: getattr(self, k) for k in (
@@ -114,7 +132,7 @@ def scan_image(source):
         for order, ref in enumerate(opened.members):
             name = archive.canonical_name(ref.name) or ref.name
             try:
-                ins = inspect_member(ref.source, name, read_bitmaps=False, read_data=False)
+                ins = VhdMember.inspect(ref.source)
                 failure = _open_failure(ins)
             except ArchiveError:
                 raise
@@ -165,7 +183,7 @@ def _locator_candidates(ins):
     paths = []
     for i, loc in enumerate(h.locators):
         if loc.code in (PLAT_MACX, PLAT_W2KU, PLAT_W2RU) and i in ins.locator_data:
-            path = decode_locator(loc.code, ins.locator_data[i])
+            path = loc.decode(ins.locator_data[i])
             if path:
                 paths.append((loc.code, path))
     preferred = [p for c, p in paths if c == PLAT_MACX] + [p for c, p in reversed(paths) if c == PLAT_W2RU] \
@@ -186,7 +204,7 @@ def _resolve(child_path, ppath):
 def _scan_file(path, order):
     try:
         with FileSource(path) as src:
-            ins = inspect_member(src, posixpath.basename(path), read_bitmaps=False, read_data=False)
+            ins = VhdMember.inspect(src)
             size = src.size
     except VhdError as exc:
         return None, _error_node(path, "opening file", str(exc), order)

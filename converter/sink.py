@@ -14,16 +14,14 @@ import ctypes
 import ctypes.util
 import errno
 import fcntl
-import mmap
 import os
-import queue
 import stat
 import struct
 import sys
 import tempfile
-import threading
 
 from converter.errors import OutputError
+from converter.fsutil import umask_mode
 
 _FALLOC_FL_KEEP_SIZE = 0x01
 _FALLOC_FL_PUNCH_HOLE = 0x02
@@ -65,172 +63,40 @@ def punch_hole(fd, offset, length):
     write_zeros(fd, offset, length)
 
 
-DIRECT_ALIGN = 4096
-DIRECT_BUFFER = 4 << 20
-DIRECT_MIN = 64 * 1024
-
-
-def open_direct(path):
-    """An O_DIRECT write descriptor for ``path``, or None where the file system refuses it.
-
-    Writing through the page cache means allocating a fresh page for every 4 KiB written,
-    which costs more than decompressing it on some virtual machines; O_DIRECT skips that.
-    """
-    if not hasattr(os, "O_DIRECT"):
-        return None
-    try:
-        return os.open(path, os.O_WRONLY | os.O_DIRECT)
-    except OSError:
-        return None
-
-
 class FileSink:
-    """A new regular file: zero runs become holes, the size is set at the end.
-
-    With ``direct_fd`` (O_DIRECT), aligned stretches are gathered into page-aligned 4 MiB
-    buffers, contiguous writes coalesced, and every operation - direct writes, unaligned
-    edges through the ordinary descriptor, hole punching - runs in order on one writer
-    thread, so writing overlaps with decompression and parsing without reordering layers.
-    """
+    """A new regular file: zero runs become holes, the size is set at the end."""
 
     needs_zeroing = False
 
-    def __init__(self, fd, where, direct_fd=None):
+    def __init__(self, fd, where):
         self.fd = fd
         self.where = where
-        self.direct_fd = direct_fd
         self.bytes_written = 0
-        self._writer = _OrderedWriter(fd, direct_fd, where) if direct_fd is not None else None
+        self.reserved = 0
 
     def write(self, offset, data):
-        n = len(data)
-        self.bytes_written += n
-        if self._writer is not None:
-            self._writer.write(offset, data)
-            return
         try:
             os.pwrite(self.fd, data, offset)
         except OSError as exc:
             raise OutputError(self.where, f"write failed: {exc.strerror}") from None
+        self.bytes_written += len(data)
 
     def zero(self, offset, length, prev):
         if prev:
-            self._run(punch_hole, self.fd, offset, length)
+            punch_hole(self.fd, offset, length)
 
-    def _run(self, fn, *args):
-        if self._writer is not None:
-            self._writer.call(fn, *args)
-        else:
-            fn(*args)
+    def reserve(self, size):
+        """The result will be at least ``size`` bytes: set the file size now, because writes
+        that extend a file cost ext4 several times more than writes inside it (measured)."""
+        if size > self.reserved:
+            os.ftruncate(self.fd, size)
+            self.reserved = size
 
     def finish(self, size):
-        self.close_direct()
         try:
             os.ftruncate(self.fd, size)
         except OSError as exc:
             raise OutputError(self.where, f"cannot set the size to {size}: {exc.strerror}") from None
-
-    def close_direct(self):
-        """Drain the writer thread (raising its error, if any) and close the O_DIRECT descriptor."""
-        writer, self._writer = self._writer, None
-        try:
-            if writer is not None:
-                writer.close()
-        finally:
-            if self.direct_fd is not None:
-                os.close(self.direct_fd)
-                self.direct_fd = None
-
-
-class _OrderedWriter:
-    """One thread applying write operations in submission order."""
-
-    def __init__(self, fd, direct_fd, where, buffers=3):
-        self.fd = fd
-        self.direct_fd = direct_fd
-        self.where = where
-        self.free = queue.Queue()
-        for _ in range(buffers):
-            self.free.put(mmap.mmap(-1, DIRECT_BUFFER))
-        self.jobs = queue.Queue(maxsize=64)
-        self.error = None
-        self.cur = None          # (buffer, file offset, length) being filled
-        self.thread = threading.Thread(target=self._work, name="xen-vhd-writer", daemon=True)
-        self.thread.start()
-
-    def _check(self):
-        if self.error is not None:
-            exc = self.error
-            raise OutputError(self.where, f"write failed: {getattr(exc, 'strerror', None) or exc}")
-
-    def write(self, offset, data):
-        self._check()
-        n = len(data)
-        head = -offset % DIRECT_ALIGN
-        body = (n - head) // DIRECT_ALIGN * DIRECT_ALIGN if n >= DIRECT_MIN else 0
-        if body <= 0:
-            self.call(os.pwrite, self.fd, data, offset)
-            return
-        if head:
-            self.call(os.pwrite, self.fd, data[:head], offset)
-        pos = head
-        while pos < head + body:
-            where = offset + pos
-            if self.cur is not None and (self.cur[1] + self.cur[2] != where or self.cur[2] == DIRECT_BUFFER):
-                self._submit()
-            if self.cur is None:
-                self.cur = [self.free.get(), where, 0]
-            buf, _, filled = self.cur
-            step = min(DIRECT_BUFFER - filled, head + body - pos)
-            buf[filled:filled + step] = data[pos:pos + step]
-            self.cur[2] += step
-            pos += step
-        if pos < n:
-            self.call(os.pwrite, self.fd, data[pos:], offset + pos)
-
-    def call(self, fn, *args):
-        """Run ``fn(*args)`` on the writer thread after everything submitted before it."""
-        self._check()
-        self._submit()
-        self.jobs.put((fn, args))
-
-    def _submit(self):
-        if self.cur is not None:
-            buf, where, filled = self.cur
-            self.cur = None
-            self.jobs.put((self._direct, (buf, where, filled)))
-
-    def _direct(self, buf, where, filled):
-        try:
-            with memoryview(buf) as view:
-                written = os.pwrite(self.direct_fd, view[:filled], where)
-                if written != filled:       # a short direct write: finish through the page cache
-                    os.pwrite(self.fd, view[written:filled], where + written)
-        finally:
-            self.free.put(buf)
-
-    def _work(self):
-        while True:
-            job = self.jobs.get()
-            if job is None:
-                return
-            fn, args = job
-            if self.error is not None:
-                if fn == self._direct:
-                    self.free.put(args[0])
-                continue
-            try:
-                fn(*args)
-            except BaseException as exc:      # reported to the submitting thread
-                self.error = exc
-
-    def close(self):
-        self._submit()
-        self.jobs.put(None)
-        self.thread.join()
-        while not self.free.empty():
-            self.free.get().close()
-        self._check()
 
 
 class DeviceSink(FileSink):
@@ -238,8 +104,8 @@ class DeviceSink(FileSink):
 
     needs_zeroing = True
 
-    def __init__(self, fd, where, capacity, direct_fd=None):
-        super().__init__(fd, where, direct_fd)
+    def __init__(self, fd, where, capacity):
+        super().__init__(fd, where)
         self.capacity = capacity
 
     def write(self, offset, data):
@@ -251,10 +117,12 @@ class DeviceSink(FileSink):
     def zero(self, offset, length, prev):
         end = min(offset + length, self.capacity)
         if end > offset:
-            self._run(zero_device_range, self.fd, offset, end - offset)
+            zero_device_range(self.fd, offset, end - offset)
+
+    def reserve(self, size):
+        pass                                  # a device has its size
 
     def finish(self, size):
-        self.close_direct()
         if size > self.capacity:
             raise OutputError(self.where, f"the disk is {size} bytes but the device holds {self.capacity}")
 
@@ -320,7 +188,7 @@ class Output:
             self.pipe_fd = fd
             handle, self.tmp_path = tempfile.mkstemp(prefix="xen-vhd-", suffix=".raw", dir=self.tmpdir)
             self.fd = handle
-            self.sink = FileSink(handle, "standard output", open_direct(self.tmp_path))
+            self.sink = FileSink(handle, "standard output")
             return self
         path = os.path.abspath(os.fspath(self.path))
         try:
@@ -334,7 +202,7 @@ class Output:
                 self.fd = os.open(path, os.O_WRONLY)
             except OSError as exc:
                 raise OutputError(self.path, f"cannot open the device: {exc.strerror}") from None
-            self.sink = DeviceSink(self.fd, self.path, os.lseek(self.fd, 0, os.SEEK_END), open_direct(path))
+            self.sink = DeviceSink(self.fd, self.path, os.lseek(self.fd, 0, os.SEEK_END))
             return self
         if st is not None and not stat.S_ISREG(st.st_mode):
             raise OutputError(self.path, "exists and is neither a regular file nor a block device")
@@ -346,8 +214,9 @@ class Output:
                                                       suffix=".partial", dir=directory)
         except OSError as exc:
             raise OutputError(self.path, f"cannot create a file in {directory}: {exc.strerror}") from None
+        umask_mode(self.fd)
         self.final_path = path
-        self.sink = FileSink(self.fd, self.path, open_direct(self.tmp_path))
+        self.sink = FileSink(self.fd, self.path)
         return self
 
     def __exit__(self, exc_type, exc, tb):
@@ -364,7 +233,6 @@ class Output:
         return False
 
     def _complete(self):
-        self.sink.close_direct()
         if self.pipe_fd is not None:
             copy_sparse_to_pipe(self.fd, self.pipe_fd)
         elif isinstance(self.sink, DeviceSink) or self.sync:
@@ -380,8 +248,6 @@ class Output:
             self.tmp_path = None
 
     def _discard(self):
-        if self.sink is not None:
-            self.sink.close_direct()
         if isinstance(self.sink, DeviceSink) and self.fd is not None:
             try:
                 write_zeros(self.fd, 0, min(1 << 20, self.sink.capacity))

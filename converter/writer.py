@@ -2,8 +2,10 @@
 
 Layout written (as blktap's vhd-util does): footer copy @0, header @512, BAT @1536, optional
 batmap, parent locators, then blocks in the order they are first written, footer at the end.
-Creator 'tap', 2 MiB blocks; differencing disks carry a parent name and MacX/W2ku locators
-that may point at files that do not exist (XenServer images link by position).
+Creator 'tap' 1.3 with creator OS 0, 2 MiB blocks and, like blktap, a batmap in every dynamic
+and differencing disk of tap >= 1.2 (``batmap=None``; True/False force it); differencing disks
+carry a parent name and MacX/W2ku locators that may point at files that do not exist
+(XenServer images link by position).
 """
 
 import os
@@ -17,6 +19,8 @@ from converter.header import DEFAULT_BLOCK_SIZE, HEADER_SIZE, PLAT_MACX, PLAT_W2
 
 DISK_TYPES = {"fixed": DiskType.FIXED, "dynamic": DiskType.DYNAMIC, "differencing": DiskType.DIFFERENCING}
 MAX_VHD_SIZE = 2040 * 1024 ** 3        # what blktap accepts
+TAP_OS = b"\0\0\0\0"                    # blktap leaves the creator OS zero
+OTHER_OS = b"Lnux"
 LOCATOR_SPACE = 512
 
 
@@ -30,7 +34,7 @@ class VhdWriter:
 
     def __init__(self, path, *, disk_type="dynamic", size, original_size=None, parent_uuid=None,
                  parent_name=None, parent_timestamp=None, hidden=False, block_size=DEFAULT_BLOCK_SIZE,
-                 creator_app=b"tap\0", creator_version=0x00010003, uuid=None, batmap=False,
+                 creator_app=b"tap\0", creator_version=0x00010003, uuid=None, batmap=None,
                  max_table_entries=None, timestamp=None, fill=None, footer_511=False, locators=True):
         if disk_type not in DISK_TYPES:
             raise UsageError("disk type", f"{disk_type!r} is not one of {', '.join(DISK_TYPES)}")
@@ -48,6 +52,7 @@ class VhdWriter:
         self.footer = Footer(disk_type=self.type, current_size=size, original_size=original_size or size,
                              uuid=self.uuid, timestamp=now_timestamp() if timestamp is None else timestamp,
                              creator_app=creator_app, creator_version=creator_version,
+                             creator_os=TAP_OS if creator_app[:3] == b"tap" else OTHER_OS,
                              geometry=chs_geometry(size), hidden=1 if hidden else 0)
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         self.closed = False
@@ -63,6 +68,8 @@ class VhdWriter:
         self.bat = [batlib.UNUSED] * entries
         self.masks = {}                 # block -> present-sector mask (MSB-first)
         pos = self.header.table_offset + self.header.bat_size
+        if batmap is None:          # as blktap would
+            batmap = creator_app[:3] == b"tap" and creator_version >= batlib.TAP_BATMAP_SINCE
         self.batmap = batmap
         if batmap:
             self.batmap_offset = pos
@@ -151,7 +158,7 @@ class VhdWriter:
         if self.batmap:
             data = batlib.make_batmap(full, h.max_table_entries).ljust(self.batmap_sectors * 512, b"\0")
             hdr = batlib.BatmapHeader(batmap_offset=self.batmap_offset + 512, batmap_size=self.batmap_sectors,
-                                      checksum=batlib.batmap_checksum(data))
+                                      checksum=batlib.batmap_checksum(data, self.size))
             os.pwrite(self.fd, hdr.pack(), self.batmap_offset)
             os.pwrite(self.fd, data, self.batmap_offset + 512)
         os.pwrite(self.fd, h.pack(), FOOTER_SIZE)

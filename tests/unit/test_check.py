@@ -337,12 +337,17 @@ def test_batmap_bit_on_non_full_and_unallocated_blocks(tmp_path):
     assert not has(problems, "block 0 full")
 
 
-def test_missing_batmap_is_a_warning(tmp_path):
+def test_missing_batmap_of_tap_1_3_is_a_problem(tmp_path):
+    """vhd-util check fails a tap >= 1.2 dynamic disk without a batmap ('error reading batmap')."""
     p = tmp_path / "0.vhd"
     make_vhd(p, batmap=False)
     report = check_image(p)
-    assert report.ok
-    assert has(report.warnings, "no batmap", "error reading batmap: -22")
+    assert not report.ok and report.warnings == []
+    assert report.problems == [f"{p}: error reading batmap: -22 (no 'tdbatmap' header after the BAT, though "
+                               "creator tap 1.3 disks have one)"]
+    old = tmp_path / "old.vhd"
+    make_vhd(old, batmap=False, creator_version=0x00010001)      # tap 1.1: the batmap is optional
+    assert check_image(old).ok
 
 
 # --- bitmaps ----------------------------------------------------------------------------------

@@ -23,18 +23,32 @@ def test_chain_tree_from_shuffled_tgz(tmp_path):
     paths = make_chain(tmp_path, 3, sizes=[16 * MIB, 16 * MIB, 8 * MIB])
     tgz = pack_shuffled(tmp_path / "image.tgz", paths, [1, 2, 0])
     nodes = scan_image(tgz)
+    middle, leaf = nodes[0].children[0], nodes[0].children[0].children[0]
     assert format_tree(nodes) == "\n".join([
         f"vhd=2.vhd capacity={8 * MIB} size={size(paths[2])} hidden=1 parent=none",
-        f"   vhd=1.vhd capacity={16 * MIB} size={size(paths[1])} hidden=1 parent=2.vhd",
-        f"      vhd=0.vhd capacity={16 * MIB} size={size(paths[0])} hidden=0 parent=1.vhd",
+        f"   vhd=1.vhd capacity={16 * MIB} size={size(paths[1])} hidden=1 parent=2.vhd "
+        f"(header parent {middle.header_parent} not in image; linked by position)",
+        f"      vhd=0.vhd capacity={16 * MIB} size={size(paths[0])} hidden=0 parent=1.vhd "
+        f"(header parent {leaf.header_parent} not in image; linked by position)",
     ])
-    leaf = nodes[0].children[0].children[0]
     assert leaf.link == "position" and leaf.header_parent_dangling and leaf.header_parent.endswith(".vhd")
     assert leaf.parent_uuid_matches is True and leaf.rank == 0
     assert format_tree(nodes, pretty=False).splitlines()[0].startswith("vhd=1.vhd ")   # archive order
     doc = [n.to_json() for n in nodes]
     json.dumps(doc)
-    assert doc[0]["children"][0]["children"][0]["name"] == "0.vhd"
+    leaf_doc = doc[0]["children"][0]["children"][0]
+    assert leaf_doc["name"] == "0.vhd"
+    assert (leaf_doc["parent"], leaf_doc["link"], leaf_doc["header_parent"], leaf_doc["header_parent_dangling"]) \
+        == ("1.vhd", "position", leaf.header_parent, True)
+
+
+def test_chain_whose_header_names_its_member(tmp_path):
+    """A header parent name that is the positional parent itself: only the link is noted."""
+    paths = make_chain(tmp_path, 2)
+    from tests.unit.test_check import rewrite_header
+    rewrite_header(paths[0], lambda h: setattr(h, "parent_name", "1.vhd"))
+    lines = format_tree(scan_image(tmp_path)).splitlines()
+    assert lines[1].endswith(" parent=1.vhd (linked by position)")
 
 
 def test_chain_with_missing_base_is_not_found(tmp_path):

@@ -1,0 +1,315 @@
+"""Conversion benchmark: the project's converter against named baselines, as ratios, in one run.
+
+    python -m benchmarks.convert_bench [--quick] [--runs 3] [--json out.json]
+
+Builds realistic chains with the project's own writer (disk-like content that compresses like
+real disks: text, noise and zeros; partial blocks; 1-5 members; 64 MiB to 4 GiB virtual, plus
+a 2 TiB sparse chain for memory), caches them, then measures side by side (median of
+``--runs``):
+
+  ours tgz->raw            xen-vhd convert IMAGE.tgz OUT.raw
+  isal -d                  python -m isal.igzip -d -c IMAGE.tgz > /dev/null  (decompression floor)
+  gzip -dc                 gzip -dc IMAGE.tgz > /dev/null
+  tar+qemu-img             tar -xzf SINGLE.tgz + qemu-img convert -f vpc -O raw 0.vhd  (the seed
+                           pipeline minus vhd-util, on a single-member image of the same disk)
+  ours tgz->vhd            xen-vhd convert -f vhd IMAGE.tgz OUT.vhd
+  ours dir->raw            xen-vhd convert EXTRACTED_DIR OUT.raw
+  qemu-img vhd->raw        qemu-img convert -f vpc -O raw SINGLE.vhd  (equally sized single VHD)
+  ours +progress           xen-vhd convert --progress (stderr to /dev/null)
+
+and reports peak RSS (wait4) and the output's allocated bytes (st_blocks) against the data
+allocated in the chain.
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import uuid
+
+from converter.writer import VhdWriter
+
+MIB = 1 << 20
+BLOCK = 2 * MIB
+
+
+@dataclasses.dataclass
+class Shape:
+    name: str
+    virtual: int        # bytes
+    members: int
+    allocated: int      # approximate bytes written across members
+
+
+SHAPES = [
+    Shape("64M x1", 64 * MIB, 1, 40 * MIB),
+    Shape("1G x3", 1 << 30, 3, 300 * MIB),
+    Shape("4G x5", 4 << 30, 5, 700 * MIB),
+]
+QUICK = [Shape("64M x1", 64 * MIB, 1, 40 * MIB), Shape("1G x3", 1 << 30, 3, 200 * MIB)]
+SPARSE = Shape("2T sparse x3", 2040 << 30, 3, 8 * MIB)
+
+
+def disk_content(n, seed):
+    """Disk-like bytes: text runs, random runs (already-compressed files) and zeros."""
+    rnd = random.Random(seed)
+    out = bytearray()
+    while len(out) < n:
+        run = rnd.choice((4096, 65536, 262144))
+        k = rnd.random()
+        if k < 0.30:
+            out += rnd.randbytes(run)
+        elif k < 0.80:
+            line = b"/usr/lib/python3/dist-packages/module_%06d.py: def function_%d(): return %d\n" % (
+                len(out), len(out) % 977, len(out))
+            out += (line * (run // len(line) + 1))[:run]
+        else:
+            out += bytes(run)
+    return bytes(out[:n])
+
+
+def build_chain(shape, directory, seed=1):
+    """Members 0.vhd (leaf) .. n.vhd (base) written with the project's writer; returns paths and data bytes."""
+    rnd = random.Random(seed)
+    blob = disk_content(64 * MIB, seed)
+    n = shape.members
+    uuids = [uuid.uuid4() for _ in range(n)]
+    base_size = shape.virtual if n == 1 else max(shape.virtual // 16 // BLOCK * BLOCK, 8 * MIB)
+    paths = [os.path.join(directory, f"{i}.vhd") for i in range(n)]
+    share = shape.allocated // n
+    data_bytes = 0
+
+    def piece(off, length):
+        start = off % (len(blob) - length)
+        return blob[start:start + length]
+
+    # Base: contiguous data from the start, like an installed OS.
+    with VhdWriter(paths[n - 1], size=base_size, uuid=uuids[n - 1], hidden=n > 1) as w:
+        for off in range(0, min(share if n > 1 else shape.allocated, base_size), BLOCK):
+            w.write(off, piece(off, min(BLOCK, base_size - off)))
+            data_bytes += min(BLOCK, base_size - off)
+    for i in range(n - 2, -1, -1):
+        size = shape.virtual
+        with VhdWriter(paths[i], disk_type="differencing", size=size,
+                       original_size=base_size if i == n - 2 else size, parent_uuid=uuids[i + 1],
+                       uuid=uuids[i], hidden=i > 0) as w:
+            left = share
+            while left > 0:
+                block = rnd.randrange(size // BLOCK)
+                length = rnd.choice((BLOCK, BLOCK, 512 * 37, 64 * 1024, 512 * 1000))
+                start = block * BLOCK + (0 if length == BLOCK else rnd.randrange(0, BLOCK - length, 512))
+                w.write(start, piece(start, length))
+                data_bytes += length
+                left -= length
+    return paths, data_bytes
+
+
+def pack(tgz, paths, arcnames):
+    """tar -zc style archive (GNU tar, './' root, gzip level 6 like tar -z; isal when present)."""
+    try:
+        from isal import igzip as gz
+    except ImportError:  # pragma: no cover
+        import gzip as gz
+    with gz.open(tgz, "wb", compresslevel=2) as f, tarfile.open(fileobj=f, mode="w|", format=tarfile.GNU_FORMAT) as t:
+        root = tarfile.TarInfo("./")
+        root.type = tarfile.DIRTYPE
+        t.addfile(root)
+        for p, name in zip(paths, arcnames):
+            t.add(p, arcname=name)
+
+
+def prepare(shape, cache):
+    key = f"{shape.name.replace(' ', '_')}-{shape.virtual}-{shape.members}-{shape.allocated}-v1"
+    d = os.path.join(cache, key)
+    done = os.path.join(d, "ready.json")
+    if os.path.exists(done):
+        with open(done) as f:
+            return json.load(f)
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(os.path.join(d, "members"))
+    t = time.monotonic()
+    paths, data_bytes = build_chain(shape, os.path.join(d, "members"))
+    order = list(range(shape.members))
+    random.Random(2).shuffle(order)                         # tar keeps directory order
+    image = os.path.join(d, "image.tgz")
+    pack(image, [paths[i] for i in order], [f"./{i}.vhd" for i in order])
+    # The same disk as one VHD (for the qemu-img baselines), made by our coalescing.
+    single_vhd = os.path.join(d, "single.vhd")
+    subprocess.run([sys.executable, "-m", "converter.cli", "convert", "-f", "vhd", image, single_vhd], check=True,
+                   stdout=subprocess.DEVNULL)
+    single_dir = os.path.join(d, "single")
+    os.makedirs(single_dir)
+    os.link(single_vhd, os.path.join(single_dir, "0.vhd"))
+    single_tgz = os.path.join(d, "single.tgz")
+    pack(single_tgz, [os.path.join(single_dir, "0.vhd")], ["./0.vhd"])
+    info = {"image": image, "members_dir": os.path.join(d, "members"), "single_vhd": single_vhd,
+            "single_tgz": single_tgz, "data_bytes": data_bytes, "tgz_bytes": os.path.getsize(image),
+            "build_seconds": round(time.monotonic() - t, 1)}
+    with open(done, "w") as f:
+        json.dump(info, f)
+    return info
+
+
+GNU_TIME = shutil.which("time", path="/usr/bin:/bin")
+
+
+def timed(cmd, *, stdout=subprocess.DEVNULL):
+    """(seconds, peak RSS bytes) of one command.
+
+    Peak RSS comes from GNU time when installed: wait4's ru_maxrss of our own child would
+    include this (large) benchmark process, whose pages the child has until it execs.
+    """
+    fd, report = tempfile.mkstemp(prefix="bench-rss-")
+    os.close(fd)
+    wrapped = [GNU_TIME, "-q", "-o", report, "-f", "%M", *cmd] if GNU_TIME else cmd
+    t = time.monotonic()
+    p = subprocess.Popen(wrapped, stdout=stdout, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(p.pid, 0)
+    elapsed = time.monotonic() - t
+    code = os.waitstatus_to_exitcode(status)
+    with open(report) as f:
+        text = f.read().strip()
+    os.unlink(report)
+    if code:
+        raise SystemExit(f"benchmark command failed ({code}): {' '.join(map(str, cmd))}")
+    rss = int(text.splitlines()[-1]) * 1024 if GNU_TIME and text else usage.ru_maxrss * 1024
+    return elapsed, rss
+
+
+def xen_vhd(*args):
+    return [sys.executable, "-m", "converter.cli", *args]
+
+
+def measure(shape, info, work, runs):
+    out_raw = os.path.join(work, "out.raw")
+    out_vhd = os.path.join(work, "out.vhd")
+
+    def clean():
+        for p in (out_raw, out_vhd):
+            if os.path.exists(p):
+                os.unlink(p)
+        shutil.rmtree(os.path.join(work, "x"), ignore_errors=True)
+
+    def tar_qemu():
+        x = os.path.join(work, "x")
+        os.makedirs(x)
+        a, rss_a = timed(["tar", "-xzf", info["single_tgz"], "-C", x])
+        b, rss_b = timed(["qemu-img", "convert", "-f", "vpc", "-O", "raw", os.path.join(x, "0.vhd"), out_raw])
+        return a + b, max(rss_a, rss_b)
+
+    cases = {
+        "ours tgz->raw": lambda: timed(xen_vhd("convert", info["image"], out_raw)),
+        "isal -d": lambda: timed([sys.executable, "-m", "isal.igzip", "-d", "-c", info["image"]]),
+        "gzip -dc": lambda: timed(["gzip", "-dc", info["image"]]),
+        "tar+qemu-img": tar_qemu,
+        "ours tgz->vhd": lambda: timed(xen_vhd("convert", "-f", "vhd", info["image"], out_vhd)),
+        "ours dir->raw": lambda: timed(xen_vhd("convert", info["members_dir"], out_raw)),
+        "qemu-img vhd->raw": lambda: timed(["qemu-img", "convert", "-f", "vpc", "-O", "raw", info["single_vhd"],
+                                            out_raw]),
+        "ours +progress": lambda: timed(xen_vhd("convert", "--progress", info["image"], out_raw)),
+    }
+    if not shutil.which("qemu-img"):
+        for k in ("tar+qemu-img", "qemu-img vhd->raw"):
+            cases.pop(k)
+    samples = {k: [] for k in cases}
+    rss = {k: 0 for k in cases}
+    allocated = None
+    for _ in range(runs):
+        for name, fn in cases.items():          # interleaved: drift hits every case alike
+            clean()
+            secs, peak = fn()
+            samples[name].append(secs)
+            rss[name] = max(rss[name], peak)
+            if name == "ours tgz->raw":
+                allocated = os.stat(out_raw).st_blocks * 512
+    clean()
+    med = {k: statistics.median(v) for k, v in samples.items()}
+    ours = med["ours tgz->raw"]
+    ratios = {
+        "tgz->raw / isal -d": ours / med["isal -d"],
+        "tgz->raw / gzip -dc": ours / med["gzip -dc"],
+        "tgz->vhd / isal -d": med["ours tgz->vhd"] / med["isal -d"],
+        "+progress / tgz->raw": med["ours +progress"] / ours,
+    }
+    if "tar+qemu-img" in med:
+        ratios["tgz->raw / tar+qemu-img"] = ours / med["tar+qemu-img"]
+        ratios["dir->raw / qemu-img vhd->raw"] = med["ours dir->raw"] / med["qemu-img vhd->raw"]
+    return {"shape": shape.name, "virtual_bytes": shape.virtual, "members": shape.members,
+            "tgz_bytes": info["tgz_bytes"], "chain_data_bytes": info["data_bytes"],
+            "output_allocated_bytes": allocated,
+            "allocated_over_data": allocated / info["data_bytes"] if info["data_bytes"] else None,
+            "median_seconds": med, "peak_rss_bytes": rss, "ratios": ratios, "runs": runs}
+
+
+def sparse_memory(cache, work):
+    """Peak RSS converting a 2 TiB chain with a few MiB of data (memory must not follow the size)."""
+    info = prepare(SPARSE, cache)
+    out = os.path.join(work, "sparse.raw")
+    secs, peak = timed(xen_vhd("convert", info["image"], out))
+    os.unlink(out)
+    return {"shape": SPARSE.name, "virtual_bytes": SPARSE.virtual, "seconds": secs, "peak_rss_bytes": peak}
+
+
+def machine():
+    return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+            "gzip_backend": __import__("converter.gzstream", fromlist=["BACKEND"]).BACKEND}
+
+
+def print_table(results, sparse):
+    print(f"\n{'chain':<14}{'tgz MiB':>9}{'data MiB':>10}{'ours s':>8}{'isal s':>8}{'gzip s':>8}"
+          f"{'tar+qemu s':>11}{'RSS MiB':>9}{'alloc/data':>11}")
+    for r in results:
+        m = r["median_seconds"]
+        print(f"{r['shape']:<14}{r['tgz_bytes'] / MIB:9.0f}{r['chain_data_bytes'] / MIB:10.0f}"
+              f"{m['ours tgz->raw']:8.2f}{m['isal -d']:8.2f}{m['gzip -dc']:8.2f}"
+              f"{m.get('tar+qemu-img', float('nan')):11.2f}{r['peak_rss_bytes']['ours tgz->raw'] / MIB:9.0f}"
+              f"{r['allocated_over_data']:11.3f}")
+    print("\nratios (median of runs; lower is better for ours):")
+    names = list(results[0]["ratios"])
+    print(f"{'':<14}" + "".join(f"{n:>30}" for n in names))
+    for r in results:
+        print(f"{r['shape']:<14}" + "".join(f"{r['ratios'][n]:30.2f}" for n in names))
+    if sparse:
+        print(f"\n{sparse['shape']}: {sparse['seconds']:.2f} s, peak RSS {sparse['peak_rss_bytes'] / MIB:.0f} MiB")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--quick", action="store_true", help="smaller chains (CI-sized)")
+    p.add_argument("--cache", default=os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")),
+                                                   "xen-vhd-tempest", "bench"))
+    p.add_argument("--work", default=None, help="scratch directory for outputs (default: next to the cache)")
+    p.add_argument("--json", help="also write the results here")
+    args = p.parse_args(argv)
+    os.makedirs(args.cache, exist_ok=True)
+    work = args.work or os.path.join(args.cache, "work")
+    os.makedirs(work, exist_ok=True)
+    shapes = QUICK if args.quick else SHAPES
+    results = []
+    for shape in shapes:
+        print(f"[bench] {shape.name}: preparing", file=sys.stderr, flush=True)
+        info = prepare(shape, args.cache)
+        print(f"[bench] {shape.name}: measuring ({args.runs} runs)", file=sys.stderr, flush=True)
+        results.append(measure(shape, info, work, args.runs))
+    sparse = sparse_memory(args.cache, work)
+    doc = {"machine": machine(), "results": results, "sparse": sparse}
+    print_table(results, sparse)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(doc, f, indent=2)
+    print(json.dumps(doc))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
