@@ -64,9 +64,7 @@ class Compositor:
             raise ChainError("chain", f"{layer + 1} members: at most {MAX_LAYERS} are supported")
         limit = size_bytes // 512
         self.sizes[layer] = limit
-        reserve = getattr(self.sink, "reserve", None)
-        if reserve is not None:
-            reserve(size_bytes)
+        self.sink.reserve(size_bytes)
         first = limit // CHUNK_SECTORS
         for chunk in range(first, len(self.uniform)):
             owner = self.uniform[chunk]

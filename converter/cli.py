@@ -80,8 +80,15 @@ def cmd_convert(args):
     show = args.progress if args.progress is not None else sys.stderr.isatty()
     bar = ProgressBar(f"converting {os.path.basename(args.source)}") if show else None
     try:
-        result = convert_image(args.source, args.output, output_format=args.format, progress=bar,
-                               allow_uuid_mismatch=args.ignore_parent_uuid)
+        if args.emulate:
+            from converter.variants import convert_variant
+
+            if args.format != "raw":
+                raise UsageError("--emulate", "known-wrong conversions produce raw disks only")
+            result = convert_variant(args.source, args.output, args.emulate)
+        else:
+            result = convert_image(args.source, args.output, output_format=args.format, progress=bar,
+                                   allow_uuid_mismatch=args.ignore_parent_uuid)
     finally:
         if bar:
             bar.close()
@@ -191,6 +198,12 @@ def _is_image_dir(path):
     return "0.vhd" in names or "snap.vhd" in names or "image.vhd" in names
 
 
+def _variant_names():
+    from converter.variants import VARIANTS
+
+    return VARIANTS
+
+
 # --- parser -----------------------------------------------------------------------------------
 def build_parser():
     p = argparse.ArgumentParser(prog="xen-vhd",
@@ -207,6 +220,9 @@ def build_parser():
     c.add_argument("--no-progress", action="store_false", dest="progress")
     c.add_argument("--ignore-parent-uuid", action="store_true",
                    help="link members by position even when a child's parent UUID does not match")
+    c.add_argument("--emulate", metavar="BUG", choices=sorted(_variant_names()),
+                   help="produce what a known-wrong pipeline would (to see a bug's effect): "
+                        + ", ".join(sorted(_variant_names())))
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_convert)
 

@@ -12,7 +12,7 @@ import os
 import tempfile
 
 from converter import archive
-from converter.chain import Compositor, LinkInfo, require_chain
+from converter.chain import MAX_LAYERS, Compositor, LinkInfo, require_chain
 from converter.errors import ArchiveError, FormatError, UsageError
 from converter.footer import DiskType
 from converter.member import VhdMember
@@ -62,7 +62,23 @@ class Progress:
             self.callback(min(done, self.total), self.total)
 
 
-def compose(source, sink, *, allow_uuid_mismatch=False, progress=None):
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """How the layers combine. ``BLKTAP`` is the truth; other rules reproduce known conversion
+    bugs (see ``converter.variants``) so harnesses can prove they notice them."""
+
+    bitmaps: bool = True        # False: every allocated block whole, as qemu-img's vpc driver reads
+    reverse: bool = False       # True: the base is taken as the newest layer (chain linked backwards)
+    leaf_only: bool = False     # True: parents ignored (qemu-img converts 0.vhd alone)
+    base_size: bool = False     # True: the result has the base's size (parents not grown first)
+    drop_tail: int = 0          # bytes at the end that read as zero (a truncated copy)
+    validate: bool = True       # check how the members link (numbering, types, parent UUIDs)
+
+
+BLKTAP = Rule()
+
+
+def compose(source, sink, *, allow_uuid_mismatch=False, progress=None, rule=BLKTAP):
     """Run every member of ``source`` through the read rule into ``sink``; returns (size, members, warnings)."""
     with archive.open_source(source) as opened:
         total = _input_size(source, opened)
@@ -77,30 +93,41 @@ def compose(source, sink, *, allow_uuid_mismatch=False, progress=None):
             seen[ref.rank] = ref.name
             member = VhdMember.open(ref.source, strict=True)
             _check_bounds(member)
-            compositor.declare(ref.rank, member.current_size)
+            refs.append(ref)
+            if rule.leaf_only and ref.rank != 0:
+                continue
+            layer = MAX_LAYERS - 1 - ref.rank if rule.reverse else ref.rank
+            if rule.reverse:
+                sink.reserve(member.current_size)      # no size clipping: each layer within its own size
+            else:
+                compositor.declare(layer, member.current_size)
             for block in member.blocks():
-                compositor.apply(ref.rank, block.first_sector, block.nsectors, block.mask, block.data)
+                compositor.apply(layer, block.first_sector, block.nsectors, block.mask if rule.bitmaps else None,
+                                 block.data)
                 if progress is not None:
                     report(opened.position() if opened.streaming else done_before + block.first_sector * 512)
             member.finish()
-            if member.footer.disk_type == DiskType.FIXED:
-                compositor.declare(ref.rank, member.current_size)
+            if member.footer.disk_type == DiskType.FIXED and not rule.reverse:
+                compositor.declare(layer, member.current_size)
             done_before += ref.source.size
-            refs.append(ref)
             links.append(_link(ref, member))
             infos[ref.rank] = _info(ref, member)
         refs = archive.finalize_ranks(refs, opened.where)   # renumbers old-style names
-        for ref, link in zip(sorted(refs, key=lambda r: r.rank), sorted(links, key=lambda k: k.position)):
-            link.position = ref.rank
-        require_chain(links, allow_uuid_mismatch=allow_uuid_mismatch)
+        if rule.validate:
+            for ref, link in zip(sorted(refs, key=lambda r: r.rank), sorted(links, key=lambda k: k.position)):
+                link.position = ref.rank
+            require_chain(links, allow_uuid_mismatch=allow_uuid_mismatch)
         ordered = [infos[k] for k in sorted(infos)]
         for i, info in enumerate(ordered):
             info.position = i
-        size = ordered[0].current_size
+        size = ordered[-1].current_size if rule.base_size else ordered[0].current_size
         warnings = list(opened.warnings)
         if ordered[0].hidden:
             warnings.append(f"{ordered[0].name}: the leaf is hidden (XenServer would refuse to import it)")
         compositor.finish(size)
+        if rule.drop_tail:
+            tail = min(rule.drop_tail, size)
+            sink.zero(size - tail, tail, True)
         report(total)
         return size, ordered, warnings
 
@@ -142,7 +169,7 @@ def _info(ref, member):
 
 
 def convert_image(source, output, *, output_format="raw", progress=None, allow_uuid_mismatch=False,
-                  tmpdir=None):
+                  tmpdir=None, rule=BLKTAP):
     """Convert a XenServer image (tgz, directory, VHD or list of VHDs) to ``output``.
 
     ``output``: a path (replaced only on success), an existing block device, or "-" for stdout.
@@ -154,7 +181,7 @@ def convert_image(source, output, *, output_format="raw", progress=None, allow_u
     if output_format == "raw":
         with Output(output, tmpdir=tmpdir) as out:
             size, members, warnings = compose(source, out.sink, allow_uuid_mismatch=allow_uuid_mismatch,
-                                              progress=progress)
+                                              progress=progress, rule=rule)
             written = out.sink.bytes_written
         return ConvertResult(str(output), "raw", size, members, warnings, written)
     # Coalesced VHD: compose into a sparse raw scratch file, then pack its data blocks.
@@ -164,7 +191,7 @@ def convert_image(source, output, *, output_format="raw", progress=None, allow_u
     try:
         with Output(scratch) as out:
             size, members, warnings = compose(source, out.sink, allow_uuid_mismatch=allow_uuid_mismatch,
-                                              progress=progress)
+                                              progress=progress, rule=rule)
             written = out.sink.bytes_written
         if output == "-":
             raise UsageError("output", "a VHD cannot be written to standard output; give a file name")

@@ -151,6 +151,9 @@ class MemorySink:
         if a < b and prev:
             self.buf[a - self.start:b - self.start] = bytes(b - a)
 
+    def reserve(self, size):
+        pass
+
     def finish(self, size):
         if self.start + len(self.buf) > size:
             keep = max(size - self.start, 0)
