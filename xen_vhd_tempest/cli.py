@@ -10,8 +10,10 @@ import sys
 
 # Modules that contribute subcommands; a module missing at import time is a bug, not optional.
 COMMAND_MODULES = (
+    "xen_vhd_tempest.run",
     "xen_vhd_tempest.demo",
     "xen_vhd_tempest.lab.guest.commands",
+    "xen_vhd_tempest.lab.commands",
 )
 
 

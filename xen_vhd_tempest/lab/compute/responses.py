@@ -1,0 +1,387 @@
+"""Nova v2.1 over HTTP: views per microversion, routes, nova-style errors and headers."""
+
+from __future__ import annotations
+
+import hashlib
+
+from ..httpd import HTTPError, Response, Service, bad_request, default_error
+from ..util import iso, requested_microversion
+
+MIN_VERSION = "2.1"
+MAX_VERSION = "2.96"
+NETWORK = "private"
+
+
+def format_error(error: HTTPError) -> Response:
+    kinds = {400: "badRequest", 401: "unauthorized", 403: "forbidden", 404: "itemNotFound",
+             405: "badMethod", 409: "conflictingRequest", 413: "overLimit", 415: "badMediaType",
+             501: "notImplemented"}
+    error.kind = kinds.get(error.status, "computeFault")
+    return default_error(error)
+
+
+def version_doc(base_url):
+    return {
+        "id": "v2.1", "status": "CURRENT", "version": MAX_VERSION, "min_version": MIN_VERSION,
+        "updated": "2013-07-23T11:33:21Z",
+        "links": [{"rel": "self", "href": f"{base_url}/v2.1/"},
+                  {"rel": "describedby", "type": "text/html", "href": "http://docs.openstack.org/"}],
+        "media-types": [{"base": "application/json",
+                         "type": "application/vnd.openstack.compute+json;version=2.1"}],
+    }
+
+
+def _links(base, kind, ident):
+    return [{"rel": "self", "href": f"{base}/v2.1/{kind}/{ident}"},
+            {"rel": "bookmark", "href": f"{base}/{kind}/{ident}"}]
+
+
+def flavor_view(req, f, detail=True):
+    out = {"id": f["id"], "name": f["name"], "links": _links(req.base_url, "flavors", f["id"])}
+    v = req.microversion
+    if v >= (2, 55):
+        out["description"] = f.get("description")
+    if not detail:
+        return out
+    out.update({"ram": f["ram"], "vcpus": f["vcpus"], "disk": f["disk"],
+                "swap": f["swap"] if (f["swap"] or v >= (2, 75)) else "",
+                "OS-FLV-EXT-DATA:ephemeral": f["ephemeral"], "OS-FLV-DISABLED:disabled": f["disabled"],
+                "os-flavor-access:is_public": f["is_public"], "rxtx_factor": f["rxtx_factor"]})
+    if v >= (2, 61):
+        out["extra_specs"] = dict(f.get("extra_specs", {}))
+    return out
+
+
+def address_view(server):
+    if not server["address"]:
+        return {}
+    return {NETWORK: [{"version": 4, "addr": server["address"], "OS-EXT-IPS:type": "fixed",
+                       "OS-EXT-IPS-MAC:mac_addr": server["mac"]}]}
+
+
+def server_summary(req, s):
+    return {"id": s["id"], "name": s["name"], "links": _links(req.base_url, "servers", s["id"])}
+
+
+def server_view(req, s, *, show=True):
+    """Nova's detailed server view at the request's microversion (list detail when not show)."""
+    v = req.microversion
+    admin = bool(req.context.get("is_admin"))
+    out = server_summary(req, s)
+    if s["image_id"]:
+        image = {"id": s["image_id"], "links": [{"rel": "bookmark",
+                                                 "href": f"{req.base_url}/images/{s['image_id']}"}]}
+    else:
+        image = ""
+    f = s["flavor"]
+    if v >= (2, 47):
+        flavor = {"vcpus": f["vcpus"], "ram": f["ram"], "disk": f["disk"], "ephemeral": f["ephemeral"],
+                  "swap": f["swap"], "original_name": f["name"], "extra_specs": dict(f.get("extra_specs", {}))}
+    else:
+        flavor = {"id": f["id"], "links": [{"rel": "bookmark", "href": f"{req.base_url}/flavors/{f['id']}"}]}
+    host_id = hashlib.sha224((s["project_id"] + "lab").encode()).hexdigest() if s["launched_at"] else ""
+    out.update({
+        "status": s["status"], "tenant_id": s["project_id"], "user_id": s["user_id"],
+        "metadata": s["metadata"], "hostId": host_id, "image": image, "flavor": flavor,
+        "created": iso(s["created"]), "updated": iso(s["updated"]),
+        "addresses": address_view(s), "accessIPv4": "", "accessIPv6": "",
+        "OS-DCF:diskConfig": "MANUAL", "key_name": s["key_name"],
+        "security_groups": [{"name": "default"}],
+        "OS-SRV-USG:launched_at": iso(s["launched_at"], micro=True, z=False),
+        "OS-SRV-USG:terminated_at": None,
+        "OS-EXT-AZ:availability_zone": s["availability_zone"],
+        "OS-EXT-STS:task_state": s["task_state"], "OS-EXT-STS:vm_state": s["vm_state"],
+        "OS-EXT-STS:power_state": s["power_state"], "config_drive": s["config_drive"],
+        "os-extended-volumes:volumes_attached": [
+            ({"id": a["volume_id"], "delete_on_termination": a["delete_on_termination"]}
+             if v >= (2, 3) else {"id": a["volume_id"]}) for a in s["attachments"]],
+    })
+    if s["status"] in ("ACTIVE", "BUILD", "REBUILD", "RESIZE", "VERIFY_RESIZE", "MIGRATING"):
+        out["progress"] = s["progress"]
+    if s["fault"] and s["status"] in ("ERROR", "DELETED"):
+        fault = {"code": s["fault"]["code"], "created": iso(s["fault"]["created"]),
+                 "message": s["fault"]["message"]}
+        if admin or s["fault"]["code"] != 500:
+            fault["details"] = s["fault"]["details"]
+        out["fault"] = fault
+    if admin:
+        out.update({"OS-EXT-SRV-ATTR:host": "lab" if s["launched_at"] else None,
+                    "OS-EXT-SRV-ATTR:instance_name": s["instance_name"],
+                    "OS-EXT-SRV-ATTR:hypervisor_hostname": "lab" if s["launched_at"] else None})
+        if v >= (2, 3):
+            out.update({"OS-EXT-SRV-ATTR:reservation_id": "r-" + s["id"][:8],
+                        "OS-EXT-SRV-ATTR:launch_index": 0, "OS-EXT-SRV-ATTR:kernel_id": "",
+                        "OS-EXT-SRV-ATTR:ramdisk_id": "", "OS-EXT-SRV-ATTR:hostname": s["hostname"],
+                        "OS-EXT-SRV-ATTR:root_device_name": "/dev/vda",
+                        "OS-EXT-SRV-ATTR:user_data": s["user_data"]})
+    elif v >= (2, 90):
+        out["OS-EXT-SRV-ATTR:hostname"] = s["hostname"]
+    if v >= (2, 9):
+        out["locked"] = False
+    if v >= (2, 16) and admin:
+        out["host_status"] = "UP" if s["launched_at"] else ""
+    if v >= (2, 19):
+        out["description"] = s["description"]
+    if v >= (2, 26):
+        out["tags"] = list(s["tags"])
+    if v >= (2, 63):
+        out["trusted_image_certificates"] = None
+    if v >= (2, 71) and show:
+        out["server_groups"] = []
+    if v >= (2, 73):
+        out["locked_reason"] = None
+    if v >= (2, 96):
+        out["pinned_availability_zone"] = None
+    return out
+
+
+def attachment_view(req, server_id, a):
+    v = req.microversion
+    out = {"serverId": server_id, "volumeId": a["volume_id"], "device": a["device"]}
+    if v < (2, 89):
+        out["id"] = a["volume_id"]
+    if v >= (2, 70):
+        out["tag"] = a.get("tag")
+    if v >= (2, 79):
+        out["delete_on_termination"] = a["delete_on_termination"]
+    if v >= (2, 89):
+        out["attachment_id"] = a["attachment_id"]
+        out["bdm_uuid"] = a["bdm_uuid"]
+    return out
+
+
+def keypair_view(req, k, *, full=False, created=False):
+    out = {"name": k["name"], "public_key": k["public_key"], "fingerprint": k["fingerprint"]}
+    if req.microversion >= (2, 2):
+        out["type"] = k["type"]
+    if full:
+        out.update({"user_id": k["user_id"], "created_at": iso(k["created_at"], micro=True, z=False),
+                    "deleted": False, "deleted_at": None, "updated_at": None, "id": k["id"]})
+    if created:
+        out["user_id"] = k["user_id"]
+        if "private_key" in k:
+            out["private_key"] = k["private_key"]
+    return out
+
+
+def build(backend, image_url) -> Service:
+    service = Service("compute", format_error=format_error)
+
+    def decorate(req, resp):
+        version = getattr(req, "microversion", None)
+        if version is not None:
+            text = f"{version[0]}.{version[1]}"
+            resp.headers["OpenStack-API-Version"] = f"compute {text}"
+            resp.headers["X-OpenStack-Nova-API-Version"] = text
+            resp.headers["Vary"] = "OpenStack-API-Version, X-OpenStack-Nova-API-Version"
+        resp.headers.setdefault("X-Compute-Request-Id", req.request_id)
+    service.decorate = decorate
+
+    def versioned(fn):
+        def wrapper(req):
+            req.microversion = requested_microversion(req.headers, "compute", "X-OpenStack-Nova-API-Version",
+                                                      MIN_VERSION, MAX_VERSION)
+            return fn(req)
+        return wrapper
+
+    def route(method, path, fn, public=False):
+        service.route(method, path, versioned(fn), public=public)
+
+    def body_of(req, key):
+        body = req.json()
+        if not isinstance(body, dict) or key not in body:
+            raise bad_request(f"Invalid input for field/attribute {key}. Value: {body!r}. "
+                              f"'{key}' is a required property")
+        return body[key]
+
+    # -- versions
+    def versions(req):
+        return Response.json(200, {"versions": [version_doc(req.base_url)]})
+
+    def v21(req):
+        return Response.json(200, {"version": version_doc(req.base_url)})
+
+    # -- flavors
+    def flavors(req):
+        return Response.json(200, {"flavors": [flavor_view(req, f, False) for f in backend.list_flavors()]})
+
+    def flavors_detail(req):
+        return Response.json(200, {"flavors": [flavor_view(req, f) for f in backend.list_flavors()]})
+
+    def flavor_show(req):
+        return Response.json(200, {"flavor": flavor_view(req, backend.flavor(req.params["flavor_id"]))})
+
+    def flavor_create(req):
+        f = backend.create_flavor(req.context, body_of(req, "flavor"))
+        return Response.json(200, {"flavor": flavor_view(req, f)})
+
+    def flavor_delete(req):
+        backend.delete_flavor(req.context, req.params["flavor_id"])
+        return Response.empty(202)
+
+    # -- keypairs
+    def keypairs(req):
+        return Response.json(200, {"keypairs": [{"keypair": keypair_view(req, k)}
+                                                for k in backend.list_keypairs(req.context)]})
+
+    def keypair_create(req):
+        k = backend.create_keypair(req.context, body_of(req, "keypair"),
+                                   allow_generate=req.microversion < (2, 92))
+        return Response.json(201 if req.microversion >= (2, 2) else 200,
+                             {"keypair": keypair_view(req, k, created=True)})
+
+    def keypair_show(req):
+        k = backend.keypair(req.context, req.params["name"])
+        return Response.json(200, {"keypair": keypair_view(req, k, full=True)})
+
+    def keypair_delete(req):
+        backend.delete_keypair(req.context, req.params["name"])
+        return Response.empty(204 if req.microversion >= (2, 2) else 202)
+
+    # -- servers
+    def all_tenants(req):
+        return req.arg("all_tenants") not in (None, "0", "false", "False")
+
+    def filtered(req):
+        servers = backend.list_servers(req.context, all_tenants(req))
+        for key, field in (("name", "name"), ("status", "status")):
+            value = req.arg(key)
+            if value is not None:
+                if key == "name":
+                    import re
+                    try:
+                        rx = re.compile(value)
+                    except re.error:
+                        raise bad_request(f"Invalid filter name {value}") from None
+                    servers = [s for s in servers if rx.search(s["name"])]
+                else:
+                    servers = [s for s in servers if s[field] == value.upper()]
+        limit = req.arg("limit")
+        if limit is not None:
+            try:
+                servers = servers[:int(limit)]
+            except ValueError:
+                raise bad_request(f"Invalid input for query parameters limit. Value: {limit}.") from None
+        return servers
+
+    def servers_index(req):
+        return Response.json(200, {"servers": [server_summary(req, s) for s in filtered(req)]})
+
+    def servers_detail(req):
+        return Response.json(200, {"servers": [server_view(req, s, show=False) for s in filtered(req)]})
+
+    def server_create(req):
+        body = req.json()
+        if not isinstance(body, dict) or not isinstance(body.get("server"), dict):
+            raise bad_request(f"Invalid input for field/attribute server. Value: {body!r}. "
+                              "'server' is a required property")
+        s = backend.create_server(req.context, body["server"], req.microversion)
+        out = {"id": s["id"], "links": _links(req.base_url, "servers", s["id"]),
+               "OS-DCF:diskConfig": "MANUAL", "security_groups": [{"name": "default"}],
+               "adminPass": s["admin_pass"]}
+        return Response.json(202, {"server": out},
+                             {"Location": f"{req.base_url}/v2.1/servers/{s['id']}"})
+
+    def server_show(req):
+        return Response.json(200, {"server": server_view(req, backend.server(req.context, req.params["server_id"]))})
+
+    def server_update(req):
+        s = backend.update_server(req.context, req.params["server_id"], body_of(req, "server"))
+        return Response.json(200, {"server": server_view(req, s)})
+
+    def server_delete(req):
+        backend.delete_server(req.context, req.params["server_id"])
+        return Response.empty(204)
+
+    def server_action(req):
+        body = req.json()
+        if not isinstance(body, dict) or len(body) != 1:
+            raise bad_request("Invalid action: exactly one action per request.")
+        (name, arg), = body.items()
+        sid = req.params["server_id"]
+        if name == "createBackup":
+            image = backend.create_backup(req.context, sid, arg, req.microversion)
+            if req.microversion >= (2, 45):
+                return Response.json(202, {"image_id": image["id"]})
+            return Response.empty(202, {"Location": f"{image_url}/images/{image['id']}",
+                                        "Content-Type": "application/json"})
+        if name == "os-getConsoleOutput":
+            length = (arg or {}).get("length") if isinstance(arg, dict) or arg is None else "bad"
+            if length is not None:
+                if isinstance(length, str) and length.lstrip("-").isdigit():
+                    length = int(length)
+                if not isinstance(length, int) or isinstance(length, bool) or length < -1:
+                    raise bad_request(f"Invalid input for field/attribute length. Value: {length!r}.")
+                if length == -1:
+                    length = None
+            return Response.json(200, {"output": backend.console_output(req.context, sid, length)})
+        backend.server(req.context, sid)
+        raise bad_request(f"There is no such action: {name}")
+
+    def ips(req):
+        s = backend.server(req.context, req.params["server_id"])
+        return Response.json(200, {"addresses": address_view(s)})
+
+    def ips_network(req):
+        s = backend.server(req.context, req.params["server_id"])
+        net = address_view(s)
+        if req.params["network"] not in net:
+            raise HTTPError(404, "Instance is not a member of specified network", kind="itemNotFound")
+        return Response.json(200, {req.params["network"]: net[req.params["network"]]})
+
+    # -- volume attachments
+    def attachments(req):
+        s = backend.server(req.context, req.params["server_id"])
+        return Response.json(200, {"volumeAttachments": [attachment_view(req, s["id"], a) for a in s["attachments"]]})
+
+    def attachment_create(req):
+        body = body_of(req, "volumeAttachment")
+        a = backend.attach_volume(req.context, req.params["server_id"], body, req.microversion)
+        return Response.json(200, {"volumeAttachment": attachment_view(req, req.params["server_id"], a)})
+
+    def attachment_show(req):
+        a = backend.attachment(req.context, req.params["server_id"], req.params["volume_id"])
+        return Response.json(200, {"volumeAttachment": attachment_view(req, req.params["server_id"], a)})
+
+    def attachment_delete(req):
+        backend.detach_volume(req.context, req.params["server_id"], req.params["volume_id"])
+        return Response.empty(202)
+
+    def limits(req):
+        servers = backend.list_servers(req.context)
+        return Response.json(200, {"limits": {"rate": [], "absolute": {
+            "maxServerMeta": 128, "maxPersonality": 5, "maxPersonalitySize": 10240,
+            "maxTotalKeypairs": 100, "maxImageMeta": 128, "maxServerGroups": 10,
+            "maxServerGroupMembers": 10, "maxTotalCores": 20, "maxTotalInstances": 10,
+            "maxTotalRAMSize": 51200, "maxSecurityGroups": 10, "maxSecurityGroupRules": 20,
+            "maxTotalFloatingIps": 10, "totalCoresUsed": sum(s["flavor"]["vcpus"] for s in servers),
+            "totalInstancesUsed": len(servers), "totalRAMUsed": sum(s["flavor"]["ram"] for s in servers),
+            "totalSecurityGroupsUsed": 0, "totalFloatingIpsUsed": 0, "totalServerGroupsUsed": 0}}})
+
+    service.route("GET", "/", versions, public=True)
+    route("GET", "/v2.1", v21, public=True)
+    p = "/v2.1"
+    route("GET", p + "/flavors", flavors)
+    route("GET", p + "/flavors/detail", flavors_detail)
+    route("POST", p + "/flavors", flavor_create)
+    route("GET", p + "/flavors/{flavor_id}", flavor_show)
+    route("DELETE", p + "/flavors/{flavor_id}", flavor_delete)
+    route("GET", p + "/os-keypairs", keypairs)
+    route("POST", p + "/os-keypairs", keypair_create)
+    route("GET", p + "/os-keypairs/{name}", keypair_show)
+    route("DELETE", p + "/os-keypairs/{name}", keypair_delete)
+    route("GET", p + "/servers", servers_index)
+    route("GET", p + "/servers/detail", servers_detail)
+    route("POST", p + "/servers", server_create)
+    route("GET", p + "/servers/{server_id}", server_show)
+    route("PUT", p + "/servers/{server_id}", server_update)
+    route("DELETE", p + "/servers/{server_id}", server_delete)
+    route("POST", p + "/servers/{server_id}/action", server_action)
+    route("GET", p + "/servers/{server_id}/ips", ips)
+    route("GET", p + "/servers/{server_id}/ips/{network}", ips_network)
+    route("GET", p + "/servers/{server_id}/os-volume_attachments", attachments)
+    route("POST", p + "/servers/{server_id}/os-volume_attachments", attachment_create)
+    route("GET", p + "/servers/{server_id}/os-volume_attachments/{volume_id}", attachment_show)
+    route("DELETE", p + "/servers/{server_id}/os-volume_attachments/{volume_id}", attachment_delete)
+    route("GET", p + "/limits", limits)
+    return service

@@ -1,0 +1,108 @@
+"""Where a lab keeps its state and the knobs that can change while it runs.
+
+State directory layout::
+
+    lab.json        how to reach the running lab (pid, url, credentials); absent when down
+    db.json         persistent records: images, volumes, flavors, keypairs, ids
+    secret          the key tokens are signed with (tokens survive a lab restart)
+    settings.json   runtime settings, read on every use (conversion mode, token lifetime)
+    images/ID       image data as uploaded
+    volumes/ID.raw  volume data (sparse raw files)
+    instances/ID/   per-server disks, overlays, config drive, console log
+    clouds.yaml, tempest.conf, lab.log
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# The faulty conversions a lab can be told to use instead of the reference one.
+CONVERSION_MODES = ("reference", "raw-copy", "leaf-only", "no-resize", "ignore-bitmaps",
+                    "wrong-order", "truncate")
+
+DEFAULT_SETTINGS = {
+    "conversion_mode": "reference",
+    "token_ttl": 3600,
+}
+
+DEFAULT_PORT = 8780
+REGION = "RegionOne"
+
+
+@dataclass
+class LabConfig:
+    state_dir: Path
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    admin_password: str = "labadmin"
+    demo_password: str = "labdemo"
+    # guests get SSH on 127.0.0.N:22 for N from this base (root) or a high port otherwise
+    guest_address_base: int = 10
+    guest_memory_mb: int = 192
+    default_image: bool = True
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.state_dir = Path(self.state_dir).absolute()
+
+    def path(self, *parts) -> Path:
+        return self.state_dir.joinpath(*parts)
+
+
+class Settings:
+    """``settings.json`` in the state dir, re-read when its mtime changes."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._mtime = None
+        self._cache = dict(DEFAULT_SETTINGS)
+
+    def current(self) -> dict:
+        with self._lock:
+            try:
+                mtime = self.path.stat().st_mtime_ns
+            except FileNotFoundError:
+                self._mtime = None
+                self._cache = dict(DEFAULT_SETTINGS)
+                return dict(self._cache)
+            if mtime != self._mtime:
+                try:
+                    data = json.loads(self.path.read_text())
+                except (OSError, ValueError):
+                    data = {}
+                merged = dict(DEFAULT_SETTINGS)
+                merged.update({k: v for k, v in data.items() if k in DEFAULT_SETTINGS})
+                self._cache, self._mtime = merged, mtime
+            return dict(self._cache)
+
+    def get(self, key):
+        return self.current()[key]
+
+    def update(self, **changes) -> dict:
+        validate_settings(changes)
+        with self._lock:
+            try:
+                data = json.loads(self.path.read_text())
+            except (OSError, ValueError):
+                data = {}
+            data.update(changes)
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+            os.replace(tmp, self.path)
+            self._mtime = None
+        return self.current()
+
+
+def validate_settings(changes: dict):
+    for key, value in changes.items():
+        if key not in DEFAULT_SETTINGS:
+            raise ValueError(f"unknown lab setting {key!r}; known: {', '.join(sorted(DEFAULT_SETTINGS))}")
+        if key == "conversion_mode" and value not in CONVERSION_MODES:
+            raise ValueError(f"conversion_mode {value!r} is not one of {', '.join(CONVERSION_MODES)}")
+        if key == "token_ttl" and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ValueError("token_ttl must be a positive integer (seconds)")

@@ -1,0 +1,326 @@
+"""The lab's HTTP plumbing: requests in, responses out, nothing about clouds.
+
+One ``ThreadingHTTPServer`` on a loopback port serves every service under a path
+prefix (``/identity``, ``/compute``, ``/image``, ``/volume``, ``/lab``), the way
+devstack puts them behind Apache. A service is a list of routes plus an error
+formatter (each OpenStack service words its errors differently); the services'
+``responses`` modules build those, the ``models`` modules hold state.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import threading
+import uuid
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable, Iterable
+from urllib.parse import parse_qs, urlsplit
+
+# oslo.middleware's sizelimit default (osapi_max_request_body_size): 112 KiB.
+MAX_JSON_BODY = 114688
+STREAM_CHUNK = 1024 * 1024
+
+
+class HTTPError(Exception):
+    """A failure with an HTTP status; ``kind`` picks the service's error body key."""
+
+    def __init__(self, status: int, message: str, *, kind: str | None = None, headers=None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.kind = kind
+        self.headers = dict(headers or {})
+        self.response = None  # a complete response to send instead of the service's error body
+
+
+def bad_request(message):
+    return HTTPError(400, message, kind="badRequest")
+
+
+def not_found(message):
+    return HTTPError(404, message, kind="itemNotFound")
+
+
+def conflict(message):
+    return HTTPError(409, message, kind="conflictingRequest")
+
+
+def forbidden(message):
+    return HTTPError(403, message, kind="forbidden")
+
+
+REASONS = {
+    200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 300: "Multiple Choices",
+    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+    405: "Method Not Allowed", 406: "Not Acceptable", 409: "Conflict",
+    411: "Length Required", 413: "Request Entity Too Large", 415: "Unsupported Media Type",
+    500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable",
+}
+
+
+@dataclass
+class Response:
+    status: int = 200
+    body: bytes | Iterable[bytes] = b""
+    headers: dict = field(default_factory=dict)
+    length: int | None = None  # required when body is an iterable
+
+    @classmethod
+    def json(cls, status, obj, headers=None):
+        data = json.dumps(obj).encode()
+        h = {"Content-Type": "application/json"}
+        h.update(headers or {})
+        return cls(status, data, h)
+
+    @classmethod
+    def empty(cls, status=204, headers=None):
+        return cls(status, b"", dict(headers or {}))
+
+
+class Request:
+    """What a handler sees: method, service-relative path, query, headers, body."""
+
+    def __init__(self, handler: BaseHTTPRequestHandler, method: str, path: str, query: str,
+                 base_url: str):
+        self._handler = handler
+        self.method = method
+        self.path = path
+        self.query = parse_qs(query, keep_blank_values=True)
+        self.headers = handler.headers
+        self.base_url = base_url  # e.g. http://127.0.0.1:PORT/compute
+        self.host_url = base_url.rsplit("/", 1)[0]
+        self.params: dict = {}
+        self.context = None  # auth context, set by the dispatcher
+        self._consumed = False
+        self.request_id = "req-" + str(uuid.uuid4())
+
+    # -- query helpers
+    def arg(self, name, default=None):
+        values = self.query.get(name)
+        return values[-1] if values else default
+
+    # -- body
+    def _chunked(self) -> bool:
+        return "chunked" in (self.headers.get("Transfer-Encoding") or "").lower()
+
+    def stream(self, limit: int | None = None):
+        """Yield the body in chunks (Content-Length or chunked); 413 past ``limit``."""
+        self._consumed = True
+        rfile = self._handler.rfile
+        total = 0
+        if self._chunked():
+            while True:
+                line = rfile.readline(65537)
+                if not line:
+                    raise bad_request("Truncated chunked body")
+                size_text = line.split(b";", 1)[0].strip()
+                try:
+                    size = int(size_text, 16)
+                except ValueError:
+                    self._handler.close_connection = True
+                    raise bad_request("Malformed chunked body") from None
+                if size == 0:
+                    while rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return
+                total += size
+                if limit is not None and total > limit:
+                    self._handler.close_connection = True
+                    raise HTTPError(413, "Request is too large.", kind="overLimit")
+                remaining = size
+                while remaining:
+                    data = rfile.read(min(remaining, STREAM_CHUNK))
+                    if not data:
+                        raise bad_request("Truncated chunked body")
+                    remaining -= len(data)
+                    yield data
+                rfile.readline(3)  # CRLF after the chunk
+        else:
+            length = self.headers.get("Content-Length")
+            if not length:
+                return
+            try:
+                remaining = int(length)
+            except ValueError:
+                self._handler.close_connection = True
+                raise bad_request("Invalid Content-Length") from None
+            if limit is not None and remaining > limit:
+                self._handler.close_connection = True
+                raise HTTPError(413, "Request is too large.", kind="overLimit")
+            while remaining > 0:
+                data = rfile.read(min(remaining, STREAM_CHUNK))
+                if not data:
+                    break
+                remaining -= len(data)
+                yield data
+
+    def body(self, limit: int = MAX_JSON_BODY) -> bytes:
+        return b"".join(self.stream(limit))
+
+    def json(self, required=True):
+        """The body as JSON: 400 when malformed (or absent and required), 413 when too big."""
+        raw = self.body()
+        if not raw.strip():
+            if required:
+                raise bad_request("The request body is empty or malformed")
+            return None
+        try:
+            return json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise bad_request("Malformed request body") from None
+
+    def drain(self):
+        if not self._consumed:
+            try:
+                for _ in self.stream(limit=64 * 1024 * 1024):
+                    pass
+            except HTTPError:
+                self._handler.close_connection = True
+
+
+Handler = Callable[[Request], Response]
+
+
+class Service:
+    """Routes under one prefix, an auth hook and an error formatter."""
+
+    def __init__(self, prefix: str, *, authenticate=None, format_error=None, decorate=None):
+        self.prefix = prefix
+        self.routes: list[tuple[str, re.Pattern, Handler, bool]] = []
+        self.authenticate = authenticate  # (request) -> context or raises HTTPError(401)
+        self.format_error = format_error or default_error
+        self.decorate = decorate  # (request, response) -> None, e.g. microversion headers
+
+    def route(self, method: str, pattern: str, handler: Handler, *, public: bool = False):
+        regex = re.compile("^" + re.sub(r"{(\w+)}", r"(?P<\1>[^/]+)", pattern) + "$")
+        self.routes.append((method, regex, handler, public))
+
+    def dispatch(self, request: Request) -> Response:
+        allowed = []
+        path = request.path.rstrip("/") or "/"
+        for method, regex, handler, public in self.routes:
+            m = regex.match(path)
+            if not m:
+                continue
+            if method != request.method and not (method == "GET" and request.method == "HEAD"):
+                allowed.append(method)
+                continue
+            request.params = m.groupdict()
+            if not public and self.authenticate is not None:
+                request.context = self.authenticate(request)
+            elif self.authenticate is not None:
+                request.context = None
+            return handler(request)
+        if allowed:
+            raise HTTPError(405, "The method is not allowed for the requested URL.",
+                            kind="badMethod", headers={"Allow": ", ".join(sorted(set(allowed)))})
+        raise HTTPError(404, "The resource could not be found.", kind="itemNotFound")
+
+
+def default_error(error: HTTPError) -> Response:
+    return Response.json(error.status, {error.kind or "error": {"code": error.status,
+                                                              "message": error.message}})
+
+
+class LabHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address, services: dict[str, Service], log=None):
+        self.services = services
+        self.log = log
+        super().__init__(address, _Handler)
+
+    @property
+    def base_url(self):
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "xen-vhd-tempest-lab"
+    sys_version = ""
+
+    def log_message(self, fmt, *args):  # noqa: D401 - quiet unless the lab keeps a log
+        log = self.server.log
+        if log is not None:
+            log("%s %s" % (self.address_string(), fmt % args))
+
+    def _serve(self):
+        split = urlsplit(self.path)
+        parts = split.path.split("/", 2)
+        prefix = parts[1] if len(parts) > 1 else ""
+        service = self.server.services.get(prefix)
+        base_url = f"{self.server.base_url}/{prefix}"
+        rest = "/" + (parts[2] if len(parts) > 2 else "")
+        request = Request(self, self.command, rest, split.query, base_url)
+        try:
+            if service is None:
+                raise HTTPError(404, "The resource could not be found.")
+            try:
+                response = service.dispatch(request)
+            except HTTPError as error:
+                response = error.response or service.format_error(error)
+                response.headers.update(error.headers)
+            if service.decorate is not None:
+                service.decorate(request, response)
+        except HTTPError as error:
+            response = default_error(error)
+        except Exception as error:  # a lab bug: say so in a 500 rather than hang the client
+            import traceback
+            traceback.print_exc()
+            response = Response.json(500, {"computeFault": {"code": 500, "message": f"lab bug: {error!r}"}})
+        request.drain()
+        self._send(request, response)
+
+    def _send(self, request, response: Response):
+        body = response.body
+        if isinstance(body, (bytes, bytearray)):
+            length = len(body)
+            chunks = [bytes(body)] if body else []
+        else:
+            length = response.length
+            chunks = body
+        self.send_response(response.status, REASONS.get(response.status))
+        headers = {k.lower(): (k, v) for k, v in response.headers.items()}
+        for key, value in headers.values():
+            self.send_header(key, str(value))
+        if "content-type" not in headers and response.status != 204:
+            self.send_header("Content-Type", "text/plain; charset=UTF-8")
+        if response.status != 204:
+            self.send_header("Content-Length", str(length or 0))
+        if "x-openstack-request-id" not in headers:
+            self.send_header("X-OpenStack-Request-ID", request.request_id)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command == "HEAD":
+            close = getattr(chunks, "close", None)
+            if close:
+                close()
+            return
+        try:
+            for chunk in chunks:
+                self.wfile.write(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        finally:
+            close = getattr(chunks, "close", None)
+            if close:
+                close()
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _serve
+
+
+def serve(host: str, port: int, services: dict[str, Service], log=None) -> tuple[LabHTTPServer, threading.Thread]:
+    if host not in ("127.0.0.1", "localhost") and not host.startswith("127."):
+        raise ValueError(f"the lab binds loopback only, not {host}")
+    server = LabHTTPServer((host, port), services, log=log)
+    server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    thread = threading.Thread(target=server.serve_forever, name="lab-http", daemon=True)
+    thread.start()
+    return server, thread

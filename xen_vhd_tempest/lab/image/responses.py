@@ -1,0 +1,236 @@
+"""Glance v2 over HTTP: images, image data (chunked uploads streamed), schemas, versions."""
+
+from __future__ import annotations
+
+from ..httpd import HTTPError, Response, Service, bad_request
+from ..util import glance_time
+from .models import CONTAINER_FORMATS, DISK_FORMATS
+
+UUID_PATTERN = ("^([0-9a-fA-F]){8}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-"
+                "([0-9a-fA-F]){12}$")
+STATUS_TEXT = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+               405: "Method Not Allowed", 409: "Conflict", 410: "Gone",
+               413: "Request Entity Too Large", 415: "Unsupported Media Type"}
+
+
+def format_error(error: HTTPError) -> Response:
+    """webob's plain-text error page, which is what glance sends."""
+    title = STATUS_TEXT.get(error.status, "Error")
+    text = f"{error.status} {title}\n\n{error.message}\n\n   "
+    return Response(error.status, text.encode(), {"Content-Type": "text/plain; charset=UTF-8"})
+
+
+def image_schema():
+    props = {
+        "id": {"type": "string", "description": "An identifier for the image", "pattern": UUID_PATTERN},
+        "name": {"type": ["null", "string"], "description": "Descriptive name for the image", "maxLength": 255},
+        "status": {"type": "string", "readOnly": True, "description": "Status of the image",
+                   "enum": ["queued", "saving", "active", "killed", "deleted", "uploading",
+                            "importing", "pending_delete", "deactivated"]},
+        "visibility": {"type": "string", "description": "Scope of image accessibility",
+                       "enum": ["community", "public", "private", "shared"]},
+        "protected": {"type": "boolean", "description": "If true, image will not be deletable."},
+        "os_hidden": {"type": "boolean",
+                      "description": "If true, image will not appear in default image list response."},
+        "checksum": {"type": ["null", "string"], "readOnly": True, "maxLength": 32,
+                     "description": "md5 hash of image contents."},
+        "os_hash_algo": {"type": ["null", "string"], "readOnly": True, "maxLength": 64,
+                         "description": "Algorithm to calculate the os_hash_value"},
+        "os_hash_value": {"type": ["null", "string"], "readOnly": True, "maxLength": 128,
+                          "description": "Hexdigest of the image contents using the algorithm "
+                                         "specified by the os_hash_algo"},
+        "owner": {"type": ["null", "string"], "description": "Owner of the image", "maxLength": 255},
+        "size": {"type": ["null", "integer"], "readOnly": True, "description": "Size of image file in bytes"},
+        "virtual_size": {"type": ["null", "integer"], "readOnly": True,
+                         "description": "Virtual size of image in bytes"},
+        "container_format": {"type": ["null", "string"], "description": "Format of the container",
+                             "enum": [None] + CONTAINER_FORMATS},
+        "disk_format": {"type": ["null", "string"], "description": "Format of the disk",
+                        "enum": [None] + DISK_FORMATS},
+        "created_at": {"type": "string", "readOnly": True, "description": "Date and time of image registration"},
+        "updated_at": {"type": "string", "readOnly": True,
+                       "description": "Date and time of the last image modification"},
+        "tags": {"type": "array", "description": "List of strings related to the image",
+                 "items": {"type": "string", "maxLength": 255}},
+        "direct_url": {"type": "string", "readOnly": True},
+        "min_ram": {"type": "integer", "description": "Amount of ram (in MB) required to boot image."},
+        "min_disk": {"type": "integer", "description": "Amount of disk space (in GB) required to boot image."},
+        "self": {"type": "string", "readOnly": True},
+        "file": {"type": "string", "readOnly": True},
+        "stores": {"type": "string", "readOnly": True},
+        "schema": {"type": "string", "readOnly": True},
+        "locations": {"type": "array", "items": {"type": "object", "properties": {
+            "url": {"type": "string", "maxLength": 255}, "metadata": {"type": "object"},
+            "validation_data": {"type": "object"}}, "required": ["url", "metadata"]}},
+        "kernel_id": {"type": ["null", "string"], "pattern": UUID_PATTERN, "is_base": False},
+        "ramdisk_id": {"type": ["null", "string"], "pattern": UUID_PATTERN, "is_base": False},
+        "instance_uuid": {"type": "string", "is_base": False},
+        "architecture": {"type": "string", "is_base": False},
+        "os_distro": {"type": "string", "is_base": False},
+        "os_version": {"type": "string", "is_base": False},
+        "description": {"type": "string", "is_base": False},
+        "cim_pasd_resourceid": {"type": "string", "is_base": False},
+        "image_type": {"type": "string", "is_base": False},
+    }
+    return {
+        "name": "image", "properties": props,
+        "additionalProperties": {"type": "string"},
+        "links": [{"rel": "self", "href": "{self}"}, {"rel": "enclosure", "href": "{file}"},
+                  {"rel": "describedby", "href": "{schema}"}],
+    }
+
+
+def images_schema():
+    return {
+        "name": "images",
+        "properties": {
+            "images": {"type": "array", "items": image_schema()},
+            "schema": {"type": "string"}, "first": {"type": "string"}, "next": {"type": "string"},
+        },
+        "links": [{"rel": "first", "href": "{first}"}, {"rel": "next", "href": "{next}"},
+                  {"rel": "describedby", "href": "{schema}"}],
+    }
+
+
+VERSIONS = ["2.0", "2.1", "2.2", "2.3", "2.4", "2.5", "2.6", "2.7", "2.8", "2.9", "2.10",
+            "2.11", "2.12", "2.13", "2.14", "2.15", "2.16", "2.17"]
+
+
+def view(image: dict) -> dict:
+    out = {k: image[k] for k in ("id", "name", "status", "disk_format", "container_format",
+                                 "visibility", "protected", "min_disk", "min_ram", "owner", "size",
+                                 "virtual_size", "checksum", "os_hash_algo", "os_hash_value",
+                                 "os_hidden", "tags")}
+    out["created_at"] = glance_time(image["created_at"])
+    out["updated_at"] = glance_time(image["updated_at"])
+    out.update(image.get("properties", {}))
+    out["self"] = f"/v2/images/{image['id']}"
+    out["file"] = f"/v2/images/{image['id']}/file"
+    out["schema"] = "/v2/schemas/image"
+    return out
+
+
+def build(backend) -> Service:
+    service = Service("image", format_error=format_error)
+
+    def versions(req):
+        values = []
+        for v in reversed(VERSIONS):
+            values.append({"id": f"v{v}", "status": "CURRENT" if v == VERSIONS[-1] else "SUPPORTED",
+                           "links": [{"rel": "self", "href": f"{req.base_url}/v2/"}]})
+        return Response.json(300, {"versions": values})
+
+    def create(req):
+        body = req.json()
+        image = backend.create(req.context, body)
+        return Response.json(201, view(image), {"Location": f"{req.base_url}/v2/images/{image['id']}"})
+
+    def index(req):
+        filters = {}
+        for key, values in req.query.items():
+            if key in ("limit", "marker", "sort_key", "sort_dir", "sort", "member_status"):
+                continue
+            filters[key] = values[-1]
+        if "os_hidden" not in filters:
+            filters["os_hidden"] = "False"
+        images = backend.list(req.context, filters)
+        sort = req.arg("sort")
+        keys = [(req.arg("sort_key", "created_at"), req.arg("sort_dir", "desc"))]
+        if sort:
+            keys = [(s.split(":")[0], (s.split(":") + ["desc"])[1]) for s in sort.split(",")]
+        for key, direction in reversed(keys):
+            images.sort(key=lambda i: (i.get(key) is None, str(i.get(key))), reverse=(direction == "desc"))
+        marker = req.arg("marker")
+        if marker:
+            ids = [i["id"] for i in images]
+            if marker not in ids:
+                raise bad_request(f"Invalid marker. Image {marker} could not be found.")
+            images = images[ids.index(marker) + 1:]
+        limit = req.arg("limit")
+        body = {"first": "/v2/images", "schema": "/v2/schemas/images"}
+        if limit is not None:
+            try:
+                limit = int(limit)
+                assert limit >= 0
+            except (ValueError, AssertionError):
+                raise bad_request("limit param must be an integer") from None
+            if len(images) > limit:
+                images = images[:limit]
+                body["next"] = f"/v2/images?marker={images[-1]['id']}&limit={limit}" if images else None
+        body["images"] = [view(i) for i in images]
+        return Response.json(200, body)
+
+    def show(req):
+        return Response.json(200, view(backend.get(req.context, req.params["image_id"])))
+
+    def update(req):
+        ctype = (req.headers.get("Content-Type") or "").split(";")[0].strip()
+        if ctype not in ("application/openstack-images-v2.1-json-patch",
+                         "application/openstack-images-v2.0-json-patch"):
+            raise HTTPError(415, f"Unsupported Content-Type {ctype}",
+                            headers={"Accept-Patch": "application/openstack-images-v2.1-json-patch"})
+        changes = req.json()
+        return Response.json(200, view(backend.update(req.context, req.params["image_id"], changes)))
+
+    def delete(req):
+        backend.delete(req.context, req.params["image_id"])
+        return Response.empty(204)
+
+    def upload(req):
+        ctype = (req.headers.get("Content-Type") or "application/octet-stream").split(";")[0].strip()
+        if ctype != "application/octet-stream":
+            raise HTTPError(415, f"Content-Type must be application/octet-stream, not {ctype}")
+        backend.upload(req.context, req.params["image_id"], req.stream())
+        return Response.empty(204)
+
+    def download(req):
+        image, f = backend.open_data(req.context, req.params["image_id"])
+        if f is None:
+            return Response.empty(204)
+        size = image["size"]
+
+        def chunks():
+            with f:
+                while True:
+                    data = f.read(1024 * 1024)
+                    if not data:
+                        return
+                    yield data
+        headers = {"Content-Type": "application/octet-stream", "Content-MD5": image["checksum"]}
+        return Response(200, chunks(), headers, length=size)
+
+    def add_tag(req):
+        backend.set_tag(req.context, req.params["image_id"], req.params["tag"], True)
+        return Response.empty(204)
+
+    def delete_tag(req):
+        backend.set_tag(req.context, req.params["image_id"], req.params["tag"], False)
+        return Response.empty(204)
+
+    def schema_image(req):
+        return Response.json(200, image_schema())
+
+    def schema_images(req):
+        return Response.json(200, images_schema())
+
+    def info_import(req):
+        return Response.json(200, {"import-methods": {"description": "Import methods available.",
+                                                      "type": "array", "value": ["glance-direct"]}})
+
+    service.route("GET", "/", versions, public=True)
+    service.route("GET", "/versions", versions, public=True)
+    service.route("GET", "/v2", versions, public=True)
+    service.route("POST", "/v2/images", create)
+    service.route("GET", "/v2/images", index)
+    service.route("GET", "/v2/images/{image_id}", show)
+    service.route("PATCH", "/v2/images/{image_id}", update)
+    service.route("DELETE", "/v2/images/{image_id}", delete)
+    service.route("PUT", "/v2/images/{image_id}/file", upload)
+    service.route("GET", "/v2/images/{image_id}/file", download)
+    service.route("PUT", "/v2/images/{image_id}/tags/{tag}", add_tag)
+    service.route("DELETE", "/v2/images/{image_id}/tags/{tag}", delete_tag)
+    service.route("GET", "/v2/schemas/image", schema_image)
+    service.route("GET", "/v2/schemas/images", schema_images)
+    service.route("GET", "/v2/info/import", info_import)
+    return service
+

@@ -1,0 +1,80 @@
+"""Small helpers shared by the lab services (time formats, ids, microversions)."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from datetime import datetime, timezone
+
+from .httpd import HTTPError
+
+
+def now() -> float:
+    return time.time()
+
+
+def iso(ts: float | None, *, micro=False, z=True) -> str | None:
+    """Nova/Cinder style ``2026-11-21T09:55:11Z`` (or with microseconds, Cinder's ``.000000``)."""
+    if ts is None:
+        return None
+    dt = datetime.fromtimestamp(ts, timezone.utc)
+    text = dt.strftime("%Y-%m-%dT%H:%M:%S.%f" if micro else "%Y-%m-%dT%H:%M:%S")
+    return text + ("Z" if z else "")
+
+
+def cinder_time(ts):
+    return None if ts is None else iso(ts, micro=True, z=False)
+
+
+def glance_time(ts):
+    return iso(ts)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def hex_id() -> str:
+    return uuid.uuid4().hex
+
+
+_VERSION = re.compile(r"^([1-9]\d*)\.(0|[1-9]\d*)$")
+
+
+def parse_version(text: str) -> tuple[int, int]:
+    m = _VERSION.match(text.strip())
+    if not m:
+        raise ValueError(text)
+    return int(m.group(1)), int(m.group(2))
+
+
+def requested_microversion(headers, service: str, legacy_header: str | None,
+                           minimum: str, maximum: str) -> tuple[int, int]:
+    """The microversion a request asks for, like oslo/nova: default minimum, ``latest`` = max.
+
+    An unparsable or unsupported version gets 400 / 406 as nova and cinder answer.
+    """
+    text = None
+    for value in headers.get_all("OpenStack-API-Version") or []:
+        for part in value.split(","):
+            words = part.strip().split(None, 1)
+            if len(words) == 2 and words[0].lower() == service:
+                text = words[1].strip()
+    if text is None and legacy_header:
+        text = headers.get(legacy_header)
+    lo, hi = parse_version(minimum), parse_version(maximum)
+    if text is None:
+        return lo
+    if text.strip().lower() == "latest":
+        return hi
+    try:
+        wanted = parse_version(text)
+    except ValueError:
+        raise HTTPError(400, f"API Version String {text} is of invalid format. Must be of format MajorNum.MinorNum.",
+                        kind="badRequest") from None
+    if not lo <= wanted <= hi:
+        raise HTTPError(406 if service == "compute" else 404,
+                        f"Version {text} is not supported by the API. Minimum is {minimum} and maximum is {maximum}.",
+                        kind="computeFault" if service == "compute" else "itemNotFound")
+    return wanted

@@ -1,0 +1,275 @@
+"""Cinder v3 state and behaviour: volumes as sparse raw files, status transitions, messages.
+
+creating (→ downloading when from an image) → available | error ; attaching → in-use ;
+detaching → available ; deleting → gone. Creating from an image converts it with the
+lab's image-to-volume conversion (``xen_vhd_tempest.lab.conversion``), which for vhd/ovf
+images is the reference converter or, when the lab is told so, a faulty one.
+"""
+
+from __future__ import annotations
+
+import threading
+import traceback
+from pathlib import Path
+
+from ..httpd import HTTPError, bad_request, not_found
+from ..util import new_id, now
+
+GIB = 1024 ** 3
+GIGABYTES_QUOTA = 1000  # per project, like cinder's default quota: beyond it 413
+DELETABLE = ("available", "error", "error_restoring", "error_extending", "error_managing")
+
+
+class VolumeBackend:
+    def __init__(self, store, data_dir: Path, images, convert, log=print):
+        """``images``: the ImageBackend; ``convert(image, image_path, dest, size_bytes)`` fills dest."""
+        self.store = store
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.images = images
+        self.convert = convert
+        self.log = log
+        self.volumes = store.collection("volumes")
+        self.messages = store.collection("volume_messages")
+        self._threads: list[threading.Thread] = []
+        # A restarted lab: work that was under way did not finish; nothing is attached any more.
+        with store.lock:
+            for vol in list(self.volumes.values()):
+                if vol["status"] in ("creating", "downloading"):
+                    self._set_error(vol, "The lab stopped while the volume was being created.")
+                elif vol["status"] in ("attaching", "detaching", "in-use", "reserved"):
+                    vol["status"] = "available"
+                    vol["attachments"] = []
+                elif vol["status"] == "deleting":   # finish what was under way
+                    self.path(vol["id"]).unlink(missing_ok=True)
+                    del self.volumes[vol["id"]]
+            store.save()
+
+    def path(self, volume_id) -> Path:
+        return self.data_dir / f"{volume_id}.raw"
+
+    # -- access
+    def _visible(self, ctx, vol):
+        return ctx is None or ctx.get("is_admin") or vol["project_id"] == ctx["project_id"]
+
+    def get(self, ctx, volume_id) -> dict:
+        with self.store.lock:
+            vol = self.volumes.get(volume_id)
+            if vol is None or not self._visible(ctx, vol):
+                raise not_found(f"Volume {volume_id} could not be found.")
+            return _copy(vol)
+
+    def list(self, ctx, all_tenants=False) -> list[dict]:
+        with self.store.lock:
+            vols = [_copy(v) for v in self.volumes.values()
+                    if (all_tenants and ctx.get("is_admin")) or v["project_id"] == ctx["project_id"]]
+        vols.sort(key=lambda v: v["created_at"], reverse=True)
+        return vols
+
+    # -- create
+    def create(self, ctx, body: dict) -> dict:
+        if not isinstance(body, dict):
+            raise bad_request("Invalid input for field/attribute volume. Value: None. None is not of type 'object'")
+        size = body.get("size")
+        if isinstance(size, str) and size.strip().isdigit():
+            size = int(size)
+        image_ref = body.get("imageRef")
+        if size is None and not image_ref:
+            raise bad_request("Invalid input received: Size must be specified when creating a volume.")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+            raise bad_request(f"Invalid input for field/attribute size. Value: {body.get('size')}. "
+                              f"{body.get('size')!r} is not valid under any of the given schemas")
+        for key in ("name", "description"):
+            if body.get(key) is not None and (not isinstance(body[key], str) or len(body[key]) > 255):
+                raise bad_request(f"Invalid input for field/attribute {key}. Value: {body[key]!r}.")
+        metadata = body.get("metadata") or {}
+        if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+            raise bad_request("Invalid input for field/attribute metadata. Value: {metadata!r}.")
+        for unsupported in ("snapshot_id", "source_volid", "backup_id"):
+            if body.get(unsupported):
+                raise bad_request(f"Invalid input received: the lab does not support {unsupported}.")
+        image = None
+        if image_ref:
+            image = self.images.find(str(image_ref))
+            if image is None or not self.images.visible(ctx, image):
+                raise bad_request("Invalid image identifier or unable to access requested image.")
+            if image["status"] != "active":
+                raise bad_request(f"Invalid input received: Image {image_ref} is not active.")
+            if image["min_disk"] and image["min_disk"] > size:
+                raise bad_request(f"Invalid input received: Volume size {size}GB cannot be smaller than "
+                                  f"the image minDisk size {image['min_disk']}GB.")
+            if image["size"] and image["size"] > size * GIB:
+                raise bad_request(f"Invalid input received: Size of specified image "
+                                  f"{-(-image['size'] // GIB)}GB is larger than volume size {size}GB.")
+            if image.get("virtual_size") and image["virtual_size"] > size * GIB:
+                raise bad_request(f"Invalid input received: Image virtual size is "
+                                  f"{-(-image['virtual_size'] // GIB)}GB and doesn't fit in a volume of size {size}GB.")
+        ts = now()
+        vol = {
+            "id": new_id(), "name": body.get("name"), "description": body.get("description"),
+            "size": size, "status": "creating", "user_id": ctx["user_id"],
+            "project_id": ctx["project_id"], "created_at": ts, "updated_at": None,
+            "bootable": False, "attachments": [], "metadata": dict(metadata),
+            "availability_zone": body.get("availability_zone") or "nova",
+            "volume_type": body.get("volume_type") or "__DEFAULT__",
+            "multiattach": bool(body.get("multiattach", False)),
+            "image_id": image["id"] if image else None, "volume_image_metadata": None,
+        }
+        with self.store.lock:
+            used = sum(v["size"] for v in self.volumes.values() if v["project_id"] == ctx["project_id"])
+            if used + size > GIGABYTES_QUOTA:
+                raise HTTPError(413, "VolumeSizeExceedsAvailableQuota: Requested volume or snapshot "
+                                     f"exceeds allowed gigabytes quota. Requested {size}G, quota is "
+                                     f"{GIGABYTES_QUOTA}G and {used}G has been consumed.", kind="overLimit")
+            self.volumes[vol["id"]] = vol
+            self.store.save()
+        thread = threading.Thread(target=self._build, args=(vol["id"], image), daemon=True,
+                                  name=f"volume-{vol['id'][:8]}")
+        self._threads.append(thread)
+        thread.start()
+        return _copy(vol)
+
+    def _build(self, volume_id, image):
+        path = self.path(volume_id)
+        with self.store.lock:
+            size = self.volumes[volume_id]["size"] * GIB
+        try:
+            with open(path, "wb") as f:
+                f.truncate(size)
+            if image is not None:
+                self._update(volume_id, status="downloading")
+                self.convert(image, self.images.data_path(image["id"]), path, size)
+                keys = ("checksum", "container_format", "disk_format", "min_disk", "min_ram", "size")
+                meta = {k: str(image[k]) for k in keys}
+                meta.update(image_id=image["id"], image_name=image["name"] or "")
+                meta.update({k: str(v) for k, v in image.get("properties", {}).items()})
+                self._update(volume_id, volume_image_metadata=meta, bootable=True)
+            self._update(volume_id, status="available")
+        except Exception as error:
+            detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+            if not isinstance(error, (OSError, ValueError)) and not getattr(error, "user_facing", False):
+                traceback.print_exc()
+            with self.store.lock:
+                vol = self.volumes.get(volume_id)
+                if vol is not None:
+                    self._set_error(vol, detail, action="copy image to volume" if image else "create volume")
+                    self.store.save()
+            self.log(f"volume {volume_id}: error: {detail}")
+
+    def _set_error(self, vol, detail, action="create volume"):
+        vol["status"] = "error"
+        vol["updated_at"] = now()
+        msg_id = new_id()
+        self.messages[msg_id] = {
+            "id": msg_id, "resource_uuid": vol["id"], "resource_type": "VOLUME",
+            "project_id": vol["project_id"], "event_id": "VOLUME_VOLUME_005_002",
+            "message_level": "ERROR", "user_message": f"{action}: {detail}",
+            "created_at": now(), "request_id": "req-" + new_id(),
+        }
+
+    def _update(self, volume_id, **changes):
+        with self.store.lock:
+            vol = self.volumes.get(volume_id)
+            if vol is None:
+                raise HTTPError(410, f"Volume {volume_id} was deleted")
+            vol.update(changes)
+            vol["updated_at"] = now()
+            self.store.save()
+
+    def messages_for(self, ctx, resource_uuid=None):
+        with self.store.lock:
+            msgs = [dict(m) for m in self.messages.values()
+                    if (ctx.get("is_admin") or m["project_id"] == ctx["project_id"])
+                    and (resource_uuid is None or m["resource_uuid"] == resource_uuid)]
+        return sorted(msgs, key=lambda m: m["created_at"])
+
+    # -- delete
+    def delete(self, ctx, volume_id, force=False):
+        with self.store.lock:
+            vol = self.volumes.get(volume_id)
+            if vol is None or not self._visible(ctx, vol):
+                raise not_found(f"Volume {volume_id} could not be found.")
+            if vol["attachments"] or (vol["status"] not in DELETABLE and not force):
+                raise bad_request("Invalid volume: Volume status must be available or error or "
+                                  "error_restoring or error_extending or error_managing and must not "
+                                  "be migrating, attached, belong to a group, have snapshots, awaiting "
+                                  "a transfer, or be disassociated from snapshots after volume transfer.")
+            vol["status"] = "deleting"
+            self.store.save()
+
+        def finish():
+            try:
+                self.path(volume_id).unlink()
+            except FileNotFoundError:
+                pass
+            with self.store.lock:
+                self.volumes.pop(volume_id, None)
+                self.store.save()
+        threading.Thread(target=finish, daemon=True).start()
+
+    # -- actions
+    def reset_status(self, ctx, volume_id, status):
+        if not ctx.get("is_admin"):
+            raise HTTPError(403, "Policy doesn't allow volume_extension:volume_admin_actions:reset_status "
+                                 "to be performed.", kind="forbidden")
+        self.get(ctx, volume_id)
+        self._update(volume_id, status=status)
+
+    def set_bootable(self, ctx, volume_id, bootable):
+        self.get(ctx, volume_id)
+        self._update(volume_id, bootable=bool(bootable))
+
+    def update_fields(self, ctx, volume_id, fields):
+        self.get(ctx, volume_id)
+        allowed = {k: v for k, v in fields.items() if k in ("name", "description", "metadata")}
+        self._update(volume_id, **allowed)
+        return self.get(ctx, volume_id)
+
+    # -- used by compute (nova → cinder attachments)
+    def reserve(self, ctx, volume_id, server_id):
+        with self.store.lock:
+            vol = self.volumes.get(volume_id)
+            if vol is None or not self._visible(ctx, vol):
+                raise not_found(f"Volume {volume_id} could not be found.")
+            if vol["status"] != "available":
+                raise bad_request(f"Invalid volume: volume {volume_id} status must be available, "
+                                  f"but current status is: {vol['status']}.")
+            vol["status"] = "attaching"
+            vol["updated_at"] = now()
+            self.store.save()
+            return _copy(vol)
+
+    def attached(self, volume_id, server_id, device, attachment_id):
+        with self.store.lock:
+            vol = self.volumes[volume_id]
+            vol["attachments"] = [{
+                "id": volume_id, "attachment_id": attachment_id, "volume_id": volume_id,
+                "server_id": server_id, "host_name": "lab", "device": device, "attached_at": now(),
+            }]
+            vol["status"] = "in-use"
+            vol["updated_at"] = now()
+            self.store.save()
+
+    def unreserve(self, volume_id):
+        with self.store.lock:
+            vol = self.volumes.get(volume_id)
+            if vol is not None:
+                vol["status"] = "available"
+                vol["attachments"] = []
+                vol["updated_at"] = now()
+                self.store.save()
+
+    def begin_detaching(self, volume_id):
+        self._update(volume_id, status="detaching")
+
+    def wait(self, timeout=None):
+        for thread in list(self._threads):
+            thread.join(timeout)
+
+
+def _copy(vol):
+    out = dict(vol)
+    out["attachments"] = [dict(a) for a in vol["attachments"]]
+    out["metadata"] = dict(vol["metadata"])
+    return out
+

@@ -1,0 +1,234 @@
+"""Cinder v3 over HTTP: volumes, actions, types, messages, version documents, microversions."""
+
+from __future__ import annotations
+
+from ..httpd import HTTPError, Response, Service, bad_request, default_error, forbidden
+from ..util import cinder_time, requested_microversion
+
+MIN_VERSION = "3.0"
+MAX_VERSION = "3.71"
+DEFAULT_TYPE_ID = "5a6c7a2e-6a8b-4f0e-9d6e-6f1c3a9b2d10"
+
+
+def format_error(error: HTTPError) -> Response:
+    return default_error(error)
+
+
+def version_doc(host_url):
+    return {
+        "id": "v3.0", "status": "CURRENT", "version": MAX_VERSION, "min_version": MIN_VERSION,
+        "updated": "2023-08-31T00:00:00Z",
+        "links": [{"rel": "describedby", "type": "text/html", "href": "https://docs.openstack.org/"},
+                  {"rel": "self", "href": f"{host_url}/volume/v3/"}],
+        "media-types": [{"base": "application/json",
+                         "type": "application/vnd.openstack.volume+json;version=3"}],
+    }
+
+
+def mv(req):
+    return getattr(req, "microversion", (3, 0))
+
+
+def view_summary(req, vol):
+    base = f"{req.base_url}/v3/{vol['project_id']}/volumes/{vol['id']}"
+    return {"id": vol["id"], "name": vol["name"],
+            "links": [{"rel": "self", "href": base},
+                      {"rel": "bookmark", "href": base.replace("/v3/", "/", 1)}]}
+
+
+def view_detail(req, vol, *, extended=True):
+    out = view_summary(req, vol)
+    admin = bool(req.context and req.context.get("is_admin"))
+    out.update({
+        "status": vol["status"], "size": vol["size"], "availability_zone": vol["availability_zone"],
+        "created_at": cinder_time(vol["created_at"]), "updated_at": cinder_time(vol["updated_at"]),
+        "attachments": [{
+            "id": a["id"], "attachment_id": a["attachment_id"], "volume_id": a["volume_id"],
+            "server_id": a["server_id"], "host_name": a["host_name"], "device": a["device"],
+            "attached_at": cinder_time(a["attached_at"])} for a in vol["attachments"]],
+        "description": vol["description"], "volume_type": vol["volume_type"],
+        "snapshot_id": None, "source_volid": None, "metadata": vol["metadata"],
+        "user_id": vol["user_id"], "bootable": "true" if vol["bootable"] else "false",
+        "encrypted": False, "replication_status": None, "consistencygroup_id": None,
+        "multiattach": vol["multiattach"], "migration_status": None,
+    })
+    version = mv(req)
+    if version >= (3, 13):
+        out["group_id"] = None
+    if version >= (3, 21) and admin:
+        out["provider_id"] = None
+    if version >= (3, 48):
+        out["shared_targets"] = False
+        out["service_uuid"] = None
+    if version >= (3, 61) and admin:
+        out["cluster_name"] = None
+    if version >= (3, 63):
+        out["volume_type_id"] = DEFAULT_TYPE_ID
+    if version >= (3, 65):
+        out["consumes_quota"] = True
+    if extended:
+        out["os-vol-tenant-attr:tenant_id"] = vol["project_id"]
+        if admin:
+            out["os-vol-host-attr:host"] = "lab@lab#lab"
+            out["os-vol-mig-status-attr:migstat"] = None
+            out["os-vol-mig-status-attr:name_id"] = None
+        if vol.get("volume_image_metadata"):
+            out["volume_image_metadata"] = vol["volume_image_metadata"]
+    return out
+
+
+def volume_type(req):
+    return {"id": DEFAULT_TYPE_ID, "name": "__DEFAULT__", "description": "Default Volume Type",
+            "is_public": True, "extra_specs": {}, "qos_specs_id": None,
+            "os-volume-type-access:is_public": True}
+
+
+def build(backend) -> Service:
+    service = Service("volume", format_error=format_error)
+
+    def decorate(req, resp):
+        if req.path.startswith("/v3/") and req.path not in ("/v3/",):
+            version = getattr(req, "microversion", None)
+            if version is not None:
+                resp.headers["OpenStack-API-Version"] = f"volume {version[0]}.{version[1]}"
+                resp.headers["Vary"] = "OpenStack-API-Version"
+    service.decorate = decorate
+
+    def versions(req):
+        return Response.json(300, {"versions": [version_doc(req.host_url)]})
+
+    def v3_root(req):
+        return Response.json(200, {"versions": [version_doc(req.host_url)]})
+
+    def project_check(req):
+        req.microversion = requested_microversion(req.headers, "volume", None, MIN_VERSION, MAX_VERSION)
+        pid = req.params.get("project_id")
+        if pid and req.context and pid != req.context["project_id"] and not req.context.get("is_admin"):
+            raise forbidden("Policy doesn't allow this project to be used.")
+
+    def routed(fn):
+        def wrapper(req):
+            project_check(req)
+            return fn(req)
+        return wrapper
+
+    def create(req):
+        body = req.json()
+        if not isinstance(body, dict) or not isinstance(body.get("volume"), dict):
+            raise bad_request("Missing required element 'volume' in request body.")
+        vol = backend.create(req.context, body["volume"])
+        return Response.json(202, {"volume": view_detail(req, vol, extended=False)})
+
+    def index(req):
+        vols = _filter(req, backend.list(req.context, req.arg("all_tenants") in ("1", "true", "True")))
+        body = {"volumes": [view_summary(req, v) for v in vols]}
+        if mv(req) >= (3, 45) and req.arg("with_count") in ("true", "True", "1"):
+            body["count"] = len(vols)
+        return Response.json(200, body)
+
+    def detail(req):
+        vols = _filter(req, backend.list(req.context, req.arg("all_tenants") in ("1", "true", "True")))
+        body = {"volumes": [view_detail(req, v) for v in vols]}
+        if mv(req) >= (3, 45) and req.arg("with_count") in ("true", "True", "1"):
+            body["count"] = len(vols)
+        return Response.json(200, body)
+
+    def _filter(req, vols):
+        for key in ("name", "status"):
+            value = req.arg(key)
+            if value is not None:
+                vols = [v for v in vols if v.get(key) == value]
+        marker = req.arg("marker")
+        if marker:
+            ids = [v["id"] for v in vols]
+            if marker not in ids:
+                raise HTTPError(404, f"Marker {marker} could not be found.", kind="itemNotFound")
+            vols = vols[ids.index(marker) + 1:]
+        limit = req.arg("limit")
+        if limit is not None:
+            try:
+                vols = vols[:int(limit)]
+            except ValueError:
+                raise bad_request(f"Invalid input received: limit {limit!r} is not an integer") from None
+        return vols
+
+    def show(req):
+        return Response.json(200, {"volume": view_detail(req, backend.get(req.context, req.params["volume_id"]))})
+
+    def update(req):
+        body = req.json()
+        if not isinstance(body, dict) or not isinstance(body.get("volume"), dict):
+            raise bad_request("Missing required element 'volume' in request body.")
+        vol = backend.update_fields(req.context, req.params["volume_id"], body["volume"])
+        return Response.json(200, {"volume": view_detail(req, vol)})
+
+    def delete(req):
+        backend.delete(req.context, req.params["volume_id"], force=req.arg("force") in ("true", "True"))
+        return Response.empty(202)
+
+    def action(req):
+        body = req.json()
+        if not isinstance(body, dict) or len(body) != 1:
+            raise bad_request("Invalid request body: exactly one action expected.")
+        (name, arg), = body.items()
+        vid = req.params["volume_id"]
+        if name == "os-reset_status":
+            if not isinstance(arg, dict) or "status" not in arg:
+                raise bad_request("Must specify 'status'")
+            backend.reset_status(req.context, vid, arg["status"])
+        elif name == "os-set_bootable":
+            if not isinstance(arg, dict) or "bootable" not in arg:
+                raise bad_request("Must specify bootable in request.")
+            value = arg["bootable"]
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise bad_request(f"Invalid value '{value}' for bootable.")
+                value = value.lower() in ("true", "1", "yes")
+            backend.set_bootable(req.context, vid, value)
+            return Response.empty(200)
+        else:
+            raise bad_request(f"There is no such action: {name}")
+        return Response.empty(202)
+
+    def types(req):
+        return Response.json(200, {"volume_types": [volume_type(req)]})
+
+    def show_type(req):
+        if req.params["type_id"] not in (DEFAULT_TYPE_ID, "default", "__DEFAULT__"):
+            raise HTTPError(404, f"Volume type {req.params['type_id']} could not be found.", kind="itemNotFound")
+        return Response.json(200, {"volume_type": volume_type(req)})
+
+    def messages(req):
+        if mv(req) < (3, 3):
+            raise HTTPError(404, "The resource could not be found.", kind="itemNotFound")
+        msgs = backend.messages_for(req.context, req.arg("resource_uuid"))
+        return Response.json(200, {"messages": [{
+            "id": m["id"], "resource_uuid": m["resource_uuid"], "resource_type": m["resource_type"],
+            "event_id": m["event_id"], "message_level": m["message_level"],
+            "user_message": m["user_message"], "request_id": m["request_id"],
+            "created_at": cinder_time(m["created_at"]), "guaranteed_until": None,
+            "links": []} for m in msgs]})
+
+    def limits(req):
+        return Response.json(200, {"limits": {"rate": [], "absolute": {
+            "maxTotalVolumes": 100, "maxTotalVolumeGigabytes": 1000, "maxTotalSnapshots": 10,
+            "maxTotalBackups": 10, "maxTotalBackupGigabytes": 1000,
+            "totalVolumesUsed": len(backend.list(req.context)),
+            "totalGigabytesUsed": sum(v["size"] for v in backend.list(req.context)),
+            "totalSnapshotsUsed": 0, "totalBackupsUsed": 0, "totalBackupGigabytesUsed": 0}}})
+
+    service.route("GET", "/", versions, public=True)
+    service.route("GET", "/v3", v3_root, public=True)
+    p = "/v3/{project_id}"
+    service.route("POST", p + "/volumes", routed(create))
+    service.route("GET", p + "/volumes", routed(index))
+    service.route("GET", p + "/volumes/detail", routed(detail))
+    service.route("GET", p + "/volumes/{volume_id}", routed(show))
+    service.route("PUT", p + "/volumes/{volume_id}", routed(update))
+    service.route("DELETE", p + "/volumes/{volume_id}", routed(delete))
+    service.route("POST", p + "/volumes/{volume_id}/action", routed(action))
+    service.route("GET", p + "/types", routed(types))
+    service.route("GET", p + "/types/{type_id}", routed(show_type))
+    service.route("GET", p + "/messages", routed(messages))
+    service.route("GET", p + "/limits", routed(limits))
+    return service
