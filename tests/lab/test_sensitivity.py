@@ -1,0 +1,73 @@
+"""The harness catches the bugs it exists for.
+
+One backup is made (boot, dd + md5sum, createBackup, reference conversion), then the lab's
+Cinder converts it with each known-wrong conversion in turn: the scenario must fail at the
+byte-exact step with a diagnosis that names the fault. With the reference conversion it must
+pass, through boot from volume and md5sum -c.
+"""
+
+import sys
+
+import pytest
+from cloudfixtures import running_lab
+
+from xen_vhd_tempest.scenario.cloud import ScenarioError
+from xen_vhd_tempest.scenario.report import Reporter
+from xen_vhd_tempest.scenario.story import BackupScenario, Options
+
+pytestmark = pytest.mark.lab
+
+FAULTS = ["raw-copy", "leaf-only", "no-resize", "ignore-bitmaps", "wrong-order", "truncate"]
+COMPARE = "compare the volume's bytes with the reference"
+
+
+@pytest.fixture(scope="module")
+def lab():
+    from xen_vhd_tempest.lab.hypervisor import qemu_available
+    reason = qemu_available()
+    if reason:
+        pytest.skip(f"cannot run QEMU guests here: {reason}")
+    yield from running_lab()
+
+
+@pytest.fixture(scope="module")
+def backed_up(lab, tmp_path_factory):
+    """The scenario up to the reference conversion, shared by every mode."""
+    from xen_vhd_tempest.scenario.clients import ClientsCloud, session_for
+    cloud = ClientsCloud(session_for("xen-vhd-lab", str(lab.state_dir / "clouds.yaml")), name="lab")
+    options = Options(image=lab.default_image_id, workdir=str(tmp_path_factory.mktemp("sensitivity")))
+    story = BackupScenario(cloud, options, Reporter(sys.__stderr__, prefix="[sensitivity] "))
+    try:
+        story.run_steps(story.steps()[:5])
+        yield story
+    finally:
+        lab.set_mode("reference")
+        story.cleanup()
+
+
+def volume_steps(story, mode, lab):
+    lab.set_mode(mode)
+    story.reporter = Reporter(sys.__stderr__, prefix=f"[{mode}] ")
+    try:
+        story.run_steps(story.volume_steps(story.check_somefile))
+        return None
+    except ScenarioError as exc:
+        return exc
+    finally:
+        story.drop_volume()
+
+
+@pytest.mark.parametrize("mode", FAULTS)
+def test_each_known_bug_fails_at_the_byte_exact_check_naming_the_fault(backed_up, lab, mode):
+    error = volume_steps(backed_up, mode, lab)
+    assert error is not None, f"the scenario passed although the lab's Cinder used '{mode}'"
+    failed = [s for s in backed_up.reporter.steps if s.status == "FAIL"]
+    assert [s.name for s in failed] == [COMPARE]
+    assert error.diagnosis is not None and error.diagnosis.variant == mode, str(error.diagnosis)
+    assert f"matches the '{mode}' conversion" in str(error.diagnosis)
+
+
+def test_the_reference_conversion_passes_through_boot_from_volume(backed_up, lab):
+    error = volume_steps(backed_up, "reference", lab)
+    assert error is None, f"{error}: {getattr(error, 'diagnosis', '')}"
+    assert [s.status for s in backed_up.reporter.steps] == ["ok", "ok", "ok"]
