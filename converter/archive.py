@@ -138,6 +138,15 @@ class _Exact:
         self.left -= len(piece)
         return piece
 
+    def readinto(self, view):
+        if self.left <= 0:
+            return 0
+        if len(view) > self.left:
+            view = view[:self.left]
+        n = self.stream.readinto(view)
+        self.left -= n
+        return n
+
 
 def _read_block(stream, where, n=TAR_BLOCK, *, allow_eof=False):
     parts, want = [], n
@@ -256,7 +265,7 @@ def stream_tar_members(stream, where, warnings):
             if canonical_name(name) not in IGNORED:
                 warnings.append(f"{mwhere}: not a chain member, ignored")
             continue
-        yield MemberRef(rank, name, mwhere, StreamSource(reader.read, info.size, mwhere), old)
+        yield MemberRef(rank, name, mwhere, StreamSource(reader.read, info.size, mwhere, readinto=reader.readinto), old)
 
 
 # --- opening any source ---------------------------------------------------------------------

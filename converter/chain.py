@@ -29,6 +29,7 @@ MAX_LAYERS = 250
 ZERO_GRAIN = 4096                        # zero detection granularity (file system block)
 _ZEROS = bytes(CHUNK_BYTES)
 _RUNS = re.compile(b"1+")
+_ZERO_BYTES = re.compile(b"\0+")
 
 
 def runs(mask, width=CHUNK_SECTORS):
@@ -39,6 +40,34 @@ def runs(mask, width=CHUNK_SECTORS):
         return [(0, width)]
     bits = format(mask, f"0{width}b").encode()
     return [m.span() for m in _RUNS.finditer(bits)]
+
+
+def zero_grains(data, head):
+    """(start, end) byte runs of ``data`` made of whole all-zero grains, grains starting at
+    ``head`` (so that they line up with file system blocks of the output).
+
+    Testing every grain costs a Python step per 4 KiB; instead the first and last byte of every
+    grain are sampled with two strided copies, and only grains whose samples are both zero are
+    compared in full (one memcmp per run of candidates when the run is all zero).
+    """
+    count = (len(data) - head) // ZERO_GRAIN
+    if count <= 0:
+        return []
+    grains = memoryview(data)[head:head + count * ZERO_GRAIN]
+    samples = int.from_bytes(grains[::ZERO_GRAIN], "big") | int.from_bytes(grains[ZERO_GRAIN - 1::ZERO_GRAIN], "big")
+    found = []
+    for m in _ZERO_BYTES.finditer(samples.to_bytes(count, "big")):
+        a, b = m.span()
+        if _ZEROS.startswith(grains[a * ZERO_GRAIN:b * ZERO_GRAIN]):
+            found.append((head + a * ZERO_GRAIN, head + b * ZERO_GRAIN))
+            continue
+        for i in range(a, b):                 # mixed candidates: grain by grain, coalesced
+            if _ZEROS.startswith(grains[i * ZERO_GRAIN:(i + 1) * ZERO_GRAIN]):
+                lo, hi = head + i * ZERO_GRAIN, head + (i + 1) * ZERO_GRAIN
+                if found and found[-1][1] == lo:
+                    lo = found.pop()[0]
+                found.append((lo, hi))
+    return found
 
 
 def span_mask(start, end, width=CHUNK_SECTORS):
@@ -95,6 +124,30 @@ class Compositor:
         if owner != MIXED:
             return FULL if owner > layer else 0
         return _or(m for k, m in self.mixed[chunk].items() if k > layer)
+
+    def hidden(self, layer, first_sector, nsectors):
+        """True when ``apply`` of these sectors of ``layer`` would write nothing: newer layers
+        own every one of them, or a newer layer's size cuts them off. Random-access sources
+        then need not read the block (members come newest first)."""
+        reach = self.reach(layer)
+        end = first_sector + nsectors if reach is None else min(first_sector + nsectors, reach)
+        pos = first_sector
+        while pos < end:
+            chunk, offset = divmod(pos, CHUNK_SECTORS)
+            count = min(CHUNK_SECTORS - offset, end - pos)
+            need = span_mask(offset, offset + count)
+            if self._owned_by_newer(chunk, layer) & need != need:
+                return False
+            pos += count
+        return True
+
+    def _owned_by_newer(self, chunk, layer):
+        owner = self.uniform[chunk] if chunk < len(self.uniform) else NOBODY
+        if owner == NOBODY:
+            return 0
+        if owner != MIXED:
+            return FULL if owner < layer else 0
+        return _or(m for k, m in self.mixed[chunk].items() if k < layer)
 
     def _take(self, chunk, layer, mask):
         """``layer`` now supplies the sectors of ``mask`` in ``chunk``."""
@@ -189,23 +242,11 @@ class Compositor:
             return
         sink = self.sink
         start = 0        # start of the pending non-zero stretch
-        pos = 0
-        zeros = _ZEROS
-        # Grains aligned to the disk offset so holes line up with file system blocks.
-        step = ZERO_GRAIN - offset % ZERO_GRAIN
-        while pos < n:
-            end = min(pos + step, n)
-            if end - pos == ZERO_GRAIN and zeros.startswith(data[pos:end]):
-                zend = end
-                while zend + ZERO_GRAIN <= n and zeros.startswith(data[zend:zend + ZERO_GRAIN]):
-                    zend += ZERO_GRAIN
-                if pos > start:
-                    sink.write(offset + start, data[start:pos])
-                sink.zero(offset + pos, zend - pos, prev)
-                start = pos = zend
-            else:
-                pos = end
-            step = ZERO_GRAIN
+        for a, b in zero_grains(data, -offset % ZERO_GRAIN):
+            if a > start:
+                sink.write(offset + start, data[start:a])
+            sink.zero(offset + a, b - a, prev)
+            start = b
         if n > start:
             sink.write(offset + start, data[start:n])
 
@@ -355,7 +396,7 @@ class ChainReader:
         for rank, m in enumerate(self.members):
             unit = m.header.block_size if m.header else 2 * 1024 * 1024
             wanted = set(range(offset // unit, (offset + n - 1) // unit + 1))
-            for block in m.blocks(only=wanted):
+            for block in m.blocks(only=wanted, reuse=True):
                 comp.apply(rank, block.first_sector, block.nsectors, block.mask, block.data)
         comp.finish(self.size)
         return bytes(sink.buf)

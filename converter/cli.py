@@ -5,7 +5,6 @@ Exit codes: 0 ok, 1 invalid input (one line on stderr naming file, member and fi
 """
 
 import argparse
-import json
 import os
 import re
 import sys
@@ -62,6 +61,8 @@ class ProgressBar:
 
 
 def _print_json(obj):
+    import json  # here: start-up time counts in every conversion
+
     json.dump(obj, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")
 

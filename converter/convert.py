@@ -16,8 +16,7 @@ from converter.chain import MAX_LAYERS, Compositor, LinkInfo, require_chain
 from converter.errors import ArchiveError, FormatError, UsageError
 from converter.footer import DiskType
 from converter.member import VhdMember
-from converter.sink import Output
-from converter.writer import vhd_from_raw
+from converter.sink import FileSink, Output, write_behind
 
 OUTPUT_FORMATS = ("raw", "vhd")
 # A dynamic member may hold this much beyond what its header and BAT account for (locators,
@@ -68,7 +67,7 @@ class Rule:
     bugs (see ``converter.variants``) so harnesses can prove they notice them."""
 
     bitmaps: bool = True        # False: every allocated block whole, as qemu-img's vpc driver reads
-    reverse: bool = False       # True: the base is taken as the newest layer (chain linked backwards)
+    reverse: bool = False       # True: the chain read backwards (the base taken as the newest layer)
     leaf_only: bool = False     # True: parents ignored (qemu-img converts 0.vhd alone)
     base_size: bool = False     # True: the result has the base's size (parents not grown first)
     drop_tail: int = 0          # bytes at the end that read as zero (a truncated copy)
@@ -80,10 +79,11 @@ BLKTAP = Rule()
 
 def compose(source, sink, *, allow_uuid_mismatch=False, progress=None, rule=BLKTAP):
     """Run every member of ``source`` through the read rule into ``sink``; returns (size, members, warnings)."""
-    with archive.open_source(source) as opened:
+    with archive.open_source(source) as opened, write_behind(sink, overlap=not opened.streaming) as sink:
         total = _input_size(source, opened)
         report = Progress(progress, total)
         compositor = Compositor(sink)
+        buffer = getattr(sink, "buffer", True)     # blocks are read into reused buffers
         refs, links, infos = [], [], {}
         seen = {}
         done_before = 0
@@ -97,17 +97,16 @@ def compose(source, sink, *, allow_uuid_mismatch=False, progress=None, rule=BLKT
             if rule.leaf_only and ref.rank != 0:
                 continue
             layer = MAX_LAYERS - 1 - ref.rank if rule.reverse else ref.rank
-            if rule.reverse:
-                sink.reserve(member.current_size)      # no size clipping: each layer within its own size
-            else:
-                compositor.declare(layer, member.current_size)
-            for block in member.blocks():
+            compositor.declare(layer, member.current_size)
+            # Files need not read blocks that newer layers (already applied) hide entirely.
+            skip = None if opened.streaming else (lambda first, n, layer=layer: compositor.hidden(layer, first, n))
+            for block in member.blocks(reuse=buffer, skip=skip):
                 compositor.apply(layer, block.first_sector, block.nsectors, block.mask if rule.bitmaps else None,
                                  block.data)
                 if progress is not None:
                     report(opened.position() if opened.streaming else done_before + block.first_sector * 512)
             member.finish()
-            if member.footer.disk_type == DiskType.FIXED and not rule.reverse:
+            if member.footer.disk_type == DiskType.FIXED:
                 compositor.declare(layer, member.current_size)
             done_before += ref.source.size
             links.append(_link(ref, member))
@@ -186,15 +185,21 @@ def convert_image(source, output, *, output_format="raw", progress=None, allow_u
         return ConvertResult(str(output), "raw", size, members, warnings, written)
     # Coalesced VHD: compose into a sparse raw scratch file, then pack its data blocks.
     scratch_dir = tmpdir or (os.path.dirname(os.path.abspath(output)) if output != "-" else None)
+    # Written in place, not renamed over: ext4 flushes a file renamed over another one.
     fd, scratch = tempfile.mkstemp(prefix=".xen-vhd-", suffix=".raw", dir=scratch_dir)
-    os.close(fd)
     try:
-        with Output(scratch) as out:
-            size, members, warnings = compose(source, out.sink, allow_uuid_mismatch=allow_uuid_mismatch,
+        try:
+            sink = FileSink(fd, scratch)
+            size, members, warnings = compose(source, sink, allow_uuid_mismatch=allow_uuid_mismatch,
                                               progress=progress, rule=rule)
-            written = out.sink.bytes_written
+            written = sink.bytes_written
+        finally:
+            os.close(fd)
         if output == "-":
             raise UsageError("output", "a VHD cannot be written to standard output; give a file name")
+        # Imported here: raw conversions need not pay for it.
+        from converter.writer import vhd_from_raw
+
         vhd_from_raw(scratch, output)
     finally:
         if os.path.exists(scratch):

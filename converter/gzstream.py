@@ -26,6 +26,14 @@ QUEUE_DEPTH = 16                      # bounded: at most ~8 MiB decompressed in 
 _END = object()
 
 
+def _readinto(gz):
+    """GzipFile.readinto is io.BufferedIOBase's: read() a new bytes object, then copy it. The
+    file's own BufferedReader (``_buffer``, what read() uses too) reads large requests straight
+    into the caller's buffer; fall back to the public method should it ever go."""
+    inner = getattr(gz, "_buffer", None)
+    return inner.readinto if hasattr(inner, "readinto") else gz.readinto
+
+
 class GzipReader:
     """``read(n)`` returns up to n decompressed bytes; b"" at the end of the gzip data."""
 
@@ -53,12 +61,16 @@ class GzipReader:
         return _gzip.GzipFile(fileobj=self._file, mode="rb")
 
     def _read_direct(self, n):
+        piece = self._inflate(lambda gz: gz.read(n))
+        self._produced += len(piece)
+        return piece
+
+    def _inflate(self, step):
+        """``step(gzipfile)`` with the library's errors turned into ArchiveErrors."""
         if self._gz is None:
             self._gz = self._open()
         try:
-            piece = self._gz.read(n)
-            self._produced += len(piece)
-            return piece
+            return step(self._gz)
         except _gzip.BadGzipFile as exc:
             if self._produced and "Not a gzipped file" in str(exc):
                 # gzip -d warns "trailing garbage ignored" and exits 2; the reader has already
@@ -128,6 +140,17 @@ class GzipReader:
         out = self._buf[:n]
         self._buf = self._buf[n:]
         return out
+
+    def readinto(self, view):
+        """Fill ``view`` with decompressed bytes; returns how many (fewer only at the end).
+        No new buffer per call: conversion reads every block into the same one."""
+        if self._queue is not None or self._buf:
+            piece = self.read(len(view))
+            view[:len(piece)] = piece
+            return len(piece)
+        n = self._inflate(lambda gz: _readinto(gz)(view))
+        self._produced += n
+        return n
 
     def close(self):
         self._stop.set()

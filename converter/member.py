@@ -84,6 +84,7 @@ class VhdMember:
         self._allocated = []        # (entry, index) of usable blocks, file order
         self._fixed_pending = False
         self._head_bytes = b""
+        self._buffer = bytearray()  # block reads with reuse=True
 
     # --- problems -------------------------------------------------------------------------
     def problem(self, detail, field=None):
@@ -370,23 +371,28 @@ class VhdMember:
         """Allocated BAT entries within the current size (None: no BAT)."""
         if self.header is None or self.bat is None:
             return None
-        return sum(1 for e in self.bat if e != batlib.UNUSED)
+        return len(self.bat) - self.bat.count(batlib.UNUSED)     # in C: a 2 TiB BAT has 1M entries
 
     @property
     def has_batmap(self):
         return self.footer is not None and batlib.has_batmap(self.footer, self.batmap_header)
 
     # --- data -----------------------------------------------------------------------------
-    def blocks(self, only=None, *, data=True, whole=False):
-        """Blocks in file order. ``only``: a set of BAT indexes (random-access sources).
+    def blocks(self, only=None, *, data=True, whole=False, reuse=False, skip=None):
+        """Blocks in file order. ``only``: a set of BAT indexes (random-access sources);
+        ``skip(first_sector, nsectors)``: True for blocks not to read at all (random-access
+        sources; conversion asks whether newer layers already hide every sector).
 
         ``data``: True (bitmap and data), False (bitmap only) or 'partial' (data only where the
         bitmap is not full); ``whole``: every sector of the block, not only those the current
-        size covers (inspection).
+        size covers (inspection). ``reuse``: blocks are read into one buffer, so a block's data
+        is valid only until the next block is asked for (conversion, which writes it out at
+        once: a fresh 2 MiB buffer per block costs page faults); or a function ``reuse(n)``
+        returning the writable view to read the next block into.
         """
         if self.header is None:
             if self._fixed_pending or self.footer is not None and not self.footer.is_dynamic:
-                yield from self._fixed_pieces(only)
+                yield from self._fixed_pieces(only, skip)
             return
         h, size = self.header, self.current_size
         spb, bmsize = h.sectors_per_block, h.bitmap_size
@@ -394,12 +400,13 @@ class VhdMember:
             if only is not None and index not in only:
                 continue
             nsectors = spb if whole else min(spb, size // 512 - index * spb)
+            if skip is not None and skip(index * spb, nsectors):
+                continue
             start = entry * 512
             if data is True:
-                raw = self._read(start, bmsize + nsectors * 512, f"block {index}")
+                raw = self._read_block(start, bmsize + nsectors * 512, f"block {index}", reuse)
                 if raw is None:
                     continue
-                raw = memoryview(raw)
                 bitmap, payload = raw[:bmsize], raw[bmsize:]
             else:
                 bitmap, payload = self._read(start, bmsize, f"bitmap of block {index}"), None
@@ -415,13 +422,29 @@ class VhdMember:
                 payload = memoryview(payload)
             yield Block(index, index * spb, nsectors, mask, payload)
 
-    def _fixed_pieces(self, only):
+    def _read_block(self, offset, n, what, reuse):
+        """``n`` bytes at ``offset`` as a memoryview (into the shared buffer when ``reuse``)."""
+        if not (reuse and hasattr(self.source, "read_into")):
+            raw = self._read(offset, n, what)
+            return None if raw is None else memoryview(raw)
+        if callable(reuse):
+            view = reuse(n)
+        else:
+            if len(self._buffer) < n:
+                self._buffer = bytearray(n)     # never resized in place: views of it may be alive
+            view = memoryview(self._buffer)[:n]
+        self.source.read_into(offset, view)
+        return view
+
+    def _fixed_pieces(self, only, skip=None):
         size = self.current_size
         per = FIXED_CHUNK // 512
         for index in range(-(-size // FIXED_CHUNK)):
             if only is not None and index not in only:
                 continue
             n = min(per, size // 512 - index * per)
+            if skip is not None and not self.source.streaming and skip(index * per, n):
+                continue
             head = self._head_bytes if index == 0 and self.source.streaming else b""   # already read
             data = bytes(head) + self.source.read_at(index * FIXED_CHUNK + len(head), n * 512 - len(head))
             yield Block(index, index * per, n, None, memoryview(data))

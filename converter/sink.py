@@ -10,8 +10,7 @@ regular file is written under a temporary name in the same directory and renamed
 on failure the temporary file is removed and an existing file is left as it was.
 """
 
-import ctypes
-import ctypes.util
+import contextlib
 import errno
 import fcntl
 import os
@@ -19,6 +18,8 @@ import stat
 import struct
 import sys
 import tempfile
+import threading
+from collections import deque
 
 from converter.errors import OutputError
 from converter.fsutil import umask_mode
@@ -27,12 +28,27 @@ _FALLOC_FL_KEEP_SIZE = 0x01
 _FALLOC_FL_PUNCH_HOLE = 0x02
 _ZERO_CHUNK = bytes(1 << 20)
 
-try:
-    _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    _fallocate = _libc.fallocate
-    _fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-except (OSError, AttributeError):   # pragma: no cover - non-glibc platforms
-    _fallocate = None
+_fallocate = False                    # not looked up yet; None: unavailable
+
+
+def _libc_fallocate():
+    """libc's fallocate, looked up on first use: ctypes and find_library (which runs
+    ldconfig) would otherwise cost every conversion ~15 ms of start-up."""
+    global _fallocate
+    if _fallocate is False:
+        import ctypes
+        import ctypes.util
+
+        try:
+            try:
+                libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            except OSError:             # pragma: no cover - non-glibc platforms
+                libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+            _fallocate = libc.fallocate
+            _fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+        except (OSError, AttributeError, TypeError):   # pragma: no cover
+            _fallocate = None
+    return _fallocate
 
 
 def write_zeros(fd, offset, length):
@@ -58,7 +74,8 @@ def zero_device_range(fd, offset, length):
 
 def punch_hole(fd, offset, length):
     """Deallocate a range of a regular file (reads as zero); write zeros where unsupported."""
-    if _fallocate is not None and _fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, offset, length) == 0:
+    fallocate = _libc_fallocate()
+    if fallocate is not None and fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, offset, length) == 0:
         return
     write_zeros(fd, offset, length)
 
@@ -125,6 +142,130 @@ class DeviceSink(FileSink):
     def finish(self, size):
         if size > self.capacity:
             raise OutputError(self.where, f"the disk is {size} bytes but the device holds {self.capacity}")
+
+
+class WriteBehind:
+    """A FileSink whose writes run on a second thread, in the order they were made.
+
+    pwrite into the page cache costs a third of converting extracted files; on its own thread
+    (the GIL is released during the call) it overlaps with the pread of the next blocks, which
+    releases the GIL too. Blocks are read into ``buffer(n)``: a ring of DEPTH buffers, each
+    reused only once every write made from it is done, so no block is copied or allocated
+    afresh. Errors surface on the next call, and at ``finish``.
+    """
+
+    DEPTH = 4                          # buffers in the ring: ~8 MiB for 2 MiB blocks
+    BIG = 8 << 20                      # larger blocks: only 2 buffers
+
+    def __init__(self, sink):
+        self.sink = sink
+        self.needs_zeroing = sink.needs_zeroing
+        self._ops = deque()
+        self._cond = threading.Condition()
+        self._submitted = 0            # operations queued so far
+        self._done = 0                 # ... and carried out
+        self._error = None
+        self._stop = False
+        self._ring = [None] * self.DEPTH
+        self._tickets = [0] * self.DEPTH   # per buffer: operations to wait for before reuse
+        self._slot = 0
+        self._thread = threading.Thread(target=self._run, name="write-behind", daemon=True)
+        self._thread.start()
+
+    # -- the sink interface ----------------------------------------------------------------
+    def write(self, offset, data):
+        self._submit(self.sink.write, offset, data)
+
+    def zero(self, offset, length, prev):
+        if prev or self.needs_zeroing:      # a new file's unwritten ranges are holes already
+            self._submit(self.sink.zero, offset, length, prev)
+
+    def reserve(self, size):
+        self._submit(self.sink.reserve, size)
+
+    def finish(self, size):
+        self._submit(self.sink.finish, size)
+        self._wait(self._submitted)
+
+    @property
+    def bytes_written(self):
+        return self.sink.bytes_written
+
+    def buffer(self, n):
+        """A writable view of ``n`` bytes to read the next block into; the block composed from
+        the previous one has queued all its writes by now."""
+        self._tickets[self._slot] = self._submitted
+        depth = self.DEPTH if n <= self.BIG else 2
+        self._slot = (self._slot + 1) % depth
+        self._wait(self._tickets[self._slot])
+        buf = self._ring[self._slot]
+        if buf is None or len(buf) < n:
+            buf = self._ring[self._slot] = bytearray(n)   # never resized: views may be alive
+        return memoryview(buf)[:n]
+
+    # -- the thread ------------------------------------------------------------------------
+    def _submit(self, fn, *args):
+        if self._error is not None:
+            raise self._error
+        with self._cond:
+            self._ops.append((fn, args))
+            self._submitted += 1
+            self._cond.notify_all()
+
+    def _wait(self, ticket):
+        with self._cond:
+            while self._done < ticket and self._error is None:
+                self._cond.wait()
+        if self._error is not None:
+            raise self._error
+
+    def _run(self):
+        while True:
+            with self._cond:
+                while not self._ops and not self._stop:
+                    self._cond.wait()
+                if not self._ops:
+                    return
+                fn, args = self._ops.popleft()
+            try:
+                fn(*args)
+            except BaseException as exc:       # handed to the converting thread
+                with self._cond:
+                    self._error = exc
+                    self._ops.clear()
+                    self._cond.notify_all()
+                return
+            with self._cond:
+                self._done += 1
+                self._cond.notify_all()
+
+    def close(self):
+        """Stop the thread; operations still queued (after a failure elsewhere) are dropped."""
+        with self._cond:
+            self._stop = True
+            self._ops.clear()
+            self._cond.notify_all()
+        self._thread.join()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *rest):
+        try:
+            if exc_type is None:
+                self._wait(self._submitted)     # e.g. zeroing queued after finish
+        finally:
+            self.close()
+
+
+def write_behind(sink, overlap=True):
+    """``sink`` with its writes on a second thread when ``overlap`` and it is a new regular
+    file; as it is otherwise (devices check capacity at each call; memory sinks have nothing
+    to overlap). Measured: files read with pread gain ~25% (the GIL is free during both
+    calls); a gzip stream gains nothing, igzip holding the GIL for most of its work."""
+    if overlap and type(sink) is FileSink:
+        return WriteBehind(sink)
+    return contextlib.nullcontext(sink)
 
 
 class MemorySink:

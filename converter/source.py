@@ -34,6 +34,15 @@ class FileSource:
             raise FormatError(self.where, f"short read of {n} bytes at {offset}")
         return data
 
+    def read_into(self, offset, view):
+        """Fill the writable buffer ``view`` from ``offset`` (no new allocation)."""
+        n = len(view)
+        if offset < 0 or offset + n > self.size:
+            raise FormatError(self.where, f"file ends at byte {self.size}; {n} bytes at {offset} are missing "
+                              "(truncated file?)")
+        if os.preadv(self.fd, [view], offset) != n:
+            raise FormatError(self.where, f"short read of {n} bytes at {offset}")
+
     def close(self):
         if self.fd is not None:
             os.close(self.fd)
@@ -51,8 +60,9 @@ class StreamSource:
 
     streaming = True
 
-    def __init__(self, read, size, where):
+    def __init__(self, read, size, where, readinto=None):
         self._read = read          # read(n) -> up to n bytes of this member's data
+        self._readinto = readinto  # readinto(view) -> count, the same without a new buffer
         self.size = size
         self.where = where
         self.pos = 0
@@ -71,6 +81,11 @@ class StreamSource:
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def read_at(self, offset, n):
+        self._seek(offset, n)
+        return self._take(n)
+
+    def _seek(self, offset, n):
+        """Skip forward to ``offset``, refusing to go back or past the member's end."""
         if offset < self.pos:
             raise FormatError(self.where, f"needs bytes at {offset} after reading up to {self.pos}: its "
                               "metadata is not in file order, so it cannot be converted from a stream; "
@@ -79,7 +94,22 @@ class StreamSource:
             raise FormatError(self.where, f"member is {self.size} bytes; {n} bytes at {offset} are missing "
                               "(truncated member?)")
         self.skip_to(offset)
-        return self._take(n)
+
+    def read_into(self, offset, view):
+        """Fill the writable buffer ``view`` with the bytes at ``offset`` (read_at without a new buffer)."""
+        n = len(view)
+        if self._readinto is None:
+            view[:] = self.read_at(offset, n)
+            return
+        self._seek(offset, n)
+        done = 0
+        while done < n:
+            got = self._readinto(view[done:])
+            if not got:
+                raise FormatError(self.where, f"archive ends {n - done} bytes early inside this member "
+                                  "(truncated archive?)")
+            done += got
+        self.pos += n
 
     def skip_to(self, offset):
         while self.pos < offset:

@@ -18,7 +18,7 @@ VARIANTS = {
     "leaf-only": "0.vhd converted alone, parents ignored (what qemu-img convert -f vpc does)",
     "no-resize": "coalesced without growing the parents first: the result has the base's size",
     "ignore-bitmaps": "whole allocated blocks taken from the newest layer that has them, bitmaps ignored",
-    "wrong-order": "the chain linked backwards: older layers win over newer ones",
+    "wrong-order": "the chain linked backwards: older layers win, nothing past the base's end survives",
     "truncate": "the right disk with its last MiB missing",
 }
 

@@ -127,6 +127,13 @@ class VhdWriter:
             return start
         return entry * 512
 
+    def reserve(self, blocks):
+        """Room for ``blocks`` more blocks: set the file size now, because writes that extend a
+        file cost ext4 several times more than writes inside it (measured: tgz->vhd 2x). The
+        size is set exactly at close."""
+        if self.type != DiskType.FIXED and blocks > 0:
+            os.ftruncate(self.fd, self.data_end + blocks * (self.bitmap_size + self.spb * 512) + FOOTER_SIZE)
+
     def allocate(self, block):
         """Allocate a block without marking sectors (bitmap all clear)."""
         self._block_offset(block)
@@ -208,11 +215,15 @@ def vhd_from_raw(raw_path, vhd_path, *, block_size=DEFAULT_BLOCK_SIZE, progress=
         if size % 512:
             raise FormatError(raw_path, f"size {size} is not a multiple of 512: not a disk image")
         zero = bytes(block_size)
+        buf = memoryview(bytearray(block_size))     # one buffer for every block: no page faults
         with atomic_path(vhd_path) as tmp:
             with VhdWriter(tmp, size=size, block_size=block_size, **footer_fields) as w:
+                w.reserve(sum(1 for _ in data_blocks(fd, size, block_size)))
                 for offset in data_blocks(fd, size, block_size):
-                    data = os.pread(fd, min(block_size, size - offset), offset)
-                    if data != zero[:len(data)]:
+                    data = buf[:min(block_size, size - offset)]
+                    if os.preadv(fd, [data], offset) != len(data):
+                        raise FormatError(raw_path, f"short read at {offset}")
+                    if not zero.startswith(data):       # memcmp; memoryview == is element-wise
                         w.write(offset, data)
                     if progress:
                         progress(offset + len(data), size)
