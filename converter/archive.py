@@ -24,7 +24,6 @@ NUMBERED = re.compile(r"^(0|[1-9][0-9]{0,5})\.vhd$")
 OLD_NAMES = {"snap.vhd": 0, "image.vhd": 1, "base.vhd": 2}
 IGNORED = {"swap.vhd"}
 TAR_BLOCK = 512
-THREADED_GUNZIP = False
 
 
 @dataclasses.dataclass
@@ -302,7 +301,7 @@ def open_source(source):
         yield from _files(_directory_refs(path), "dir", warnings)
     else:
         with open(path, "rb") as raw:
-            stream = GzipReader(raw, path, threaded=THREADED_GUNZIP) if kind == "tgz" else raw
+            stream = GzipReader(raw, path) if kind == "tgz" else raw
             try:
                 yield Opened(kind, path, stream_tar_members(stream, path, warnings), warnings, True, raw.tell)
             finally:
