@@ -74,8 +74,18 @@ def _lab_target(config, worker):
     guest = build_guest_image()
     defaults = dict(image=info["default_image_id"], helper_image=info["default_image_id"],
                     raw_image=str(guest.raw_path), ssh_user=info.get("ssh_user", "cirros"),
-                    ssh_password=info.get("ssh_password"))
+                    ssh_password=info.get("ssh_password"), host_key_of=lab_host_keys(info))
     return Target(cloud, defaults=defaults, lab_info=dict(info, started=started, state_dir=str(state)))
+
+
+def lab_host_keys(info):
+    """``Options.host_key_of`` for the lab: the host keys it publishes for a server (read from
+    the guest's disk; ``GET /lab/status``), so SSH to lab guests is verified, never trusted."""
+    def host_key_of(server_id):
+        from xen_vhd_tempest.lab import commands as lab
+        guest = lab.lab_api(info, "GET", "/status")["guests"].get(server_id) or {}
+        return guest.get("host_keys") or None
+    return host_key_of
 
 
 @pytest.fixture(scope="session")
@@ -85,7 +95,11 @@ def xen_target(request):
     name = config.getoption("--os-cloud")
     if name:
         from xen_vhd_tempest.scenario.clients import ClientsCloud, session_for
-        cloud = ClientsCloud(session_for(name, config.getoption("--os-client-config-file")), name=name)
+        from xen_vhd_tempest.scenario.cloud import CloudError
+        try:
+            cloud = ClientsCloud(session_for(name, config.getoption("--os-client-config-file")), name=name)
+        except CloudError as exc:
+            pytest.fail(str(exc), pytrace=False)
         target = Target(cloud, defaults={})
     else:
         target = _lab_target(config, worker)
@@ -114,15 +128,35 @@ def xen_options(request, xen_target, tmp_path):
         flavor=get("--xen-flavor"), network=get("--xen-network"),
         ssh_user=get("--xen-ssh-user") or d.get("ssh_user", "cirros"),
         ssh_password=get("--xen-ssh-password") or d.get("ssh_password"),
+        host_key_of=d.get("host_key_of"),
         boot_timeout=get("--xen-timeout"), image_timeout=get("--xen-timeout"), volume_timeout=get("--xen-timeout"),
         keep=get("--xen-keep-on-failure"), workdir=get("--xen-workdir") or str(tmp_path),
         prefix=f"xvt-{worker + '-' if worker else ''}{uuid.uuid4().hex[:8]}",
     )
 
 
+class _TerminalStream:
+    """File-like: lines go to pytest's terminal writer, which output capturing does not touch."""
+
+    def __init__(self, config):
+        self.writer = config.get_terminal_writer()
+        self.pending = ""
+
+    def write(self, text):
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        for line in lines:
+            self.writer.line(line)
+        return len(text)
+
+    def flush(self):
+        self.writer.flush()
+
+
 @pytest.fixture
 def xen_reporter(request):
-    """Progress goes straight to the terminal (not captured), so long waits are visible."""
+    """Progress goes straight to the terminal as it happens, even while pytest captures output."""
     from xen_vhd_tempest.scenario.report import Reporter
-    stream = sys.__stderr__ if request.config.getoption("capture") != "no" else sys.stdout
-    return Reporter(stream)
+    if request.config.getoption("capture") == "no":
+        return Reporter(sys.stdout)
+    return Reporter(_TerminalStream(request.config))

@@ -5,13 +5,24 @@ shown as it happens, against a clouds.yaml cloud or the embedded lab, and ends w
 FAIL. Everything after ``--`` goes to pytest (e.g. ``-- --junitxml=out.xml``).
 """
 
+import os
+import sys
+
 SCENARIOS = {"backup": "xen_backup", "synthetic": "xen_synthetic", "all": "xen_backup or xen_synthetic"}
 
 
 def run(args):
     import pytest
 
-    argv = ["--pyargs", "xen_vhd_tempest.harness", "-p", "no:cacheprovider", "-s", "-q", "-rfE",
+    if args.os_cloud:       # a wrong cloud name is one line here, not an error per test
+        from xen_vhd_tempest.scenario.clients import session_for
+        from xen_vhd_tempest.scenario.cloud import CloudError
+        try:
+            session_for(args.os_cloud, os.environ.get("OS_CLIENT_CONFIG_FILE"))
+        except CloudError as exc:
+            print(f"xen-vhd-tempest run: {exc}", file=sys.stderr)
+            return 2
+    argv = ["--pyargs", "xen_vhd_tempest.harness", "-p", "no:cacheprovider", "-p", "no:warnings", "-s", "-q", "-rfE",
             "-m", SCENARIOS[args.scenario], "--xen-flavor", args.flavor, "--xen-timeout", str(args.timeout)]
     for option, value in (("--os-cloud", args.os_cloud), ("--xen-image", args.image),
                           ("--xen-raw-image", args.raw_image), ("--xen-helper-image", args.helper_image),
@@ -29,8 +40,6 @@ def run(args):
 
 
 def add_parser(subparsers):
-    import os
-
     p = subparsers.add_parser("run", help="run the scenario(s) against a cloud (clouds.yaml) or the embedded lab",
                               description=__doc__)
     p.add_argument("--scenario", choices=sorted(SCENARIOS), default="backup",

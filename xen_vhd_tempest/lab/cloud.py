@@ -20,6 +20,7 @@ from . import httpd
 from .compute import models as compute_models
 from .compute import responses as compute_responses
 from .config import CONVERSION_MODES, REGION, LabConfig, Settings
+from .faults import Faults
 from .identity import models as identity_models
 from .identity import responses as identity_responses
 from .image import models as image_models
@@ -108,10 +109,16 @@ class Lab:
         self.volumes = volume_models.VolumeBackend(self.store, cfg.path("volumes"), self.images,
                                                    self._convert, log=self.log)
         self.driver = XenServerDriver(cfg, log=self.log)
+        self.faults = Faults(self.settings, log=self.log)
+        self.driver.faults = self.faults
+        self.volumes.fault = self.faults.volume_error
+        self.images.stuck = self.faults.image_stuck
         services = {}
         # The HTTP server first (port 0 = pick one), so URLs are known to the catalog.
         self.server, self._thread = httpd.serve(cfg.host, cfg.port, services,
                                                 log=None)
+        self.server.fault_hook = self.faults.api_fault
+        self.faults.start_ssh_watcher(lambda: list(self.driver.addresses.values()))
         self.compute = compute_models.ComputeBackend(self.store, self.images, self.volumes, self.driver,
                                                      image_url=f"{self.url}/image", log=self.log)
         self.compute.ensure_default_flavors()
@@ -195,7 +202,8 @@ class Lab:
         guests = {}
         for sid, guest in self.driver.running_guests().items():
             guests[sid] = {"ssh": list(guest.ssh_address or ()), "running": guest.running,
-                           "pid": guest.proc.pid if guest.proc else None}
+                           "pid": guest.proc.pid if guest.proc else None,
+                           "host_keys": self.driver.host_keys(sid)}
         return {"url": self.url, "pid": os.getpid(), "state_dir": str(self.state_dir),
                 "started_at": self.started_at, "default_image_id": self.default_image_id,
                 "settings": self.settings.current(), "guests": guests,
@@ -360,6 +368,8 @@ raw_image = {self.guest_raw_path or ''}
     # -- the end
     def stop(self):
         self.log("lab stopping")
+        if getattr(self, "faults", None) is not None:
+            self.faults.stop()
         try:
             self.compute.shutdown()
         finally:

@@ -69,6 +69,11 @@ def add_parser(subparsers):
     settings.add_argument("--conversion-mode", choices=CONVERSION_MODES,
                           help="how Cinder converts vhd/ovf images to volumes (faulty modes for sensitivity checks)")
     settings.add_argument("--token-ttl", type=int, metavar="SECONDS", help="lifetime of new tokens")
+    settings.add_argument("--fault", action="append", metavar="SPEC", default=[],
+                          help="add a fault injection rule, e.g. kind=api,service=compute,method=POST,"
+                               "path=/servers$,status=500,count=1 (or JSON); kinds: api, guest, ssh-drop, "
+                               "volume-error, image-saving (see lab/faults.py)")
+    settings.add_argument("--clear-faults", action="store_true", help="remove every fault injection rule")
     settings.set_defaults(func=cmd_settings)
     return lab
 
@@ -284,6 +289,8 @@ def cmd_status(args) -> int:
     print(f"lab up at {info['url']} (pid {info['pid']}, state {state_dir})")
     print(f"  images {status['images']}, volumes {status['volumes']}, servers {status['servers']}, "
           f"conversion mode {status['settings']['conversion_mode']}")
+    for rule in status["settings"].get("faults") or []:
+        print(f"  fault: {json.dumps(rule, sort_keys=True)}")
     for sid, g in status["guests"].items():
         print(f"  guest {sid}: ssh {g['ssh'][0]}:{g['ssh'][1]} pid {g['pid']}")
     return 0
@@ -321,6 +328,19 @@ def cmd_settings(args) -> int:
     if args.token_ttl is not None:
         changes["token_ttl"] = args.token_ttl
     try:
+        if args.fault or args.clear_faults:
+            from .faults import parse_spec
+            added = [parse_spec(spec) for spec in args.fault]
+            if args.clear_faults:
+                changes["faults"] = added
+            else:
+                info = running_info(state_dir)
+                if info is None:
+                    from .config import Settings
+                    existing = Settings(state_dir / "settings.json").current()["faults"]
+                else:
+                    existing = lab_api(info, "GET", "/settings")["settings"]["faults"]
+                changes["faults"] = list(existing) + added
         if changes:
             current = set_settings(state_dir, **changes)
         else:

@@ -27,6 +27,7 @@ CONVERSION_MODES = ("reference", "raw-copy", "leaf-only", "no-resize", "ignore-b
 DEFAULT_SETTINGS = {
     "conversion_mode": "reference",
     "token_ttl": 3600,
+    "faults": [],          # fault injection rules: see lab/faults.py
 }
 
 DEFAULT_PORT = 8780
@@ -84,21 +85,33 @@ class Settings:
         return self.current()[key]
 
     def update(self, **changes) -> dict:
-        validate_settings(changes)
+        changes = validate_settings(changes)
+
+        def apply(data):
+            data.update(changes)
+            return True
+        self.modify(apply)
+        return self.current()
+
+    def modify(self, change) -> bool:
+        """``change(data)`` edits the stored settings in place (under the lock, atomically for
+        this process); it returns False to leave the file untouched."""
         with self._lock:
             try:
                 data = json.loads(self.path.read_text())
             except (OSError, ValueError):
                 data = {}
-            data.update(changes)
+            if not change(data):
+                return False
             tmp = self.path.with_suffix(".tmp")
             tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
             os.replace(tmp, self.path)
             self._mtime = None
-        return self.current()
+            return True
 
 
-def validate_settings(changes: dict):
+def validate_settings(changes: dict) -> dict:
+    changes = dict(changes)
     for key, value in changes.items():
         if key not in DEFAULT_SETTINGS:
             raise ValueError(f"unknown lab setting {key!r}; known: {', '.join(sorted(DEFAULT_SETTINGS))}")
@@ -106,3 +119,7 @@ def validate_settings(changes: dict):
             raise ValueError(f"conversion_mode {value!r} is not one of {', '.join(CONVERSION_MODES)}")
         if key == "token_ttl" and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise ValueError("token_ttl must be a positive integer (seconds)")
+        if key == "faults":
+            from .faults import validate
+            changes[key] = validate(value)
+    return changes

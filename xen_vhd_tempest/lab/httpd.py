@@ -13,6 +13,7 @@ import json
 import re
 import socket
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -220,6 +221,9 @@ class Service:
         raise HTTPError(404, "The resource could not be found.", kind="itemNotFound")
 
 
+_FAULT_KINDS = {"compute": "computeFault", "volume": "computeFault"}
+
+
 def default_error(error: HTTPError) -> Response:
     return Response.json(error.status, {error.kind or "error": {"code": error.status,
                                                               "message": error.message}})
@@ -232,6 +236,8 @@ class LabHTTPServer(ThreadingHTTPServer):
     def __init__(self, address, services: dict[str, Service], log=None):
         self.services = services
         self.log = log
+        # (service prefix, method, path) -> None | ("status", code) | ("hang", seconds): lab/faults.py
+        self.fault_hook = None
         super().__init__(address, _Handler)
 
     @property
@@ -261,7 +267,16 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if service is None:
                 raise HTTPError(404, "The resource could not be found.")
+            fault = self.server.fault_hook(prefix, self.command, rest) if self.server.fault_hook else None
+            if fault is not None and fault[0] == "hang":
+                time.sleep(fault[1])        # no answer: the client's timeout is shorter
+                self.close_connection = True
+                return
             try:
+                if fault is not None:
+                    raise HTTPError(fault[1], "Injected fault: the service failed to handle the request "
+                                              f"(lab fault injection, request {request.request_id}).",
+                                    kind=_FAULT_KINDS.get(prefix, "computeFault"))
                 response = service.dispatch(request)
             except HTTPError as error:
                 response = error.response or service.format_error(error)

@@ -198,6 +198,48 @@ def export_backup(guest, image_members: list[Path], *, image_size: int, flavor_s
     return tgz_path
 
 
+# -- host keys -----------------------------------------------------------------------------------
+HOST_KEY_FILES = ("/etc/dropbear/dropbear_ed25519_host_key", "/etc/dropbear/dropbear_ecdsa_host_key",
+                  "/etc/dropbear/dropbear_rsa_host_key")
+
+
+def guest_host_keys(disk) -> list[str]:
+    """The SSH host keys a guest disk will present (``type base64`` lines), read from its root
+    filesystem (MBR partitions, ext2/3/4, dropbear keys) before it boots - what a cloud learns
+    from cloud-init's console block. Empty when the disk holds none the lab can read."""
+    import struct
+    try:
+        with open(disk, "rb") as f:
+            mbr = f.read(512)
+    except OSError:
+        return []
+    if len(mbr) < 512 or mbr[510:512] != b"\x55\xaa":
+        return []
+    keys = []
+    with tempfile.TemporaryDirectory(prefix="xvt-hostkeys-") as tmp:
+        for i in range(4):
+            entry = mbr[446 + 16 * i:462 + 16 * i]
+            ptype, (start, _count) = entry[4], struct.unpack("<II", entry[8:16])
+            if ptype != 0x83 or not start:
+                continue
+            for path in HOST_KEY_FILES:
+                out = Path(tmp) / Path(path).name
+                try:
+                    subprocess.run(["debugfs", "-R", f"dump {path} {out}", f"{disk}?offset={start * 512}"],
+                                   capture_output=True, timeout=30, check=False)
+                    if not out.is_file() or not out.stat().st_size:
+                        continue
+                    pub = subprocess.run(["dropbearkey", "-y", "-f", str(out)], capture_output=True, text=True,
+                                         timeout=30, check=False).stdout
+                except (OSError, subprocess.TimeoutExpired):
+                    return keys
+                keys += [" ".join(line.split()[:2]) for line in pub.splitlines()
+                         if line.startswith(("ssh-", "ecdsa-"))]
+            if keys:
+                break
+    return keys
+
+
 # -- the compute driver --------------------------------------------------------------------------
 class XenServerDriver:
     """Servers as QEMU guests with XenServer disk semantics (see the module docstring)."""
@@ -218,6 +260,7 @@ class XenServerDriver:
         self.consoles: dict = {}      # server id -> last console text (after stop)
         self._lock = threading.RLock()
         self._image_locks: dict = {}
+        self.faults = None            # lab/faults.py: guests that never boot
 
     # -- addresses
     def allocate_address(self, server_id):
@@ -334,7 +377,13 @@ class XenServerDriver:
             overlay = False
         drive = make_config_drive(workdir / "config-drive.img", uuid=sid, hostname=server["hostname"],
                                   public_keys=public_keys)
+        info["host_keys"] = guest_host_keys(disk)
         host, port = self.addresses[sid]
+        variant = self.faults.guest_variant(server["name"]) if self.faults else None
+        if variant:
+            from .faults import broken_guest_class
+            Guest = broken_guest_class(variant)  # noqa: N806
+            self.log(f"server {sid}: fault injected: the guest will not boot ({variant})")
         guest = Guest(f"lab-{sid[:8]}", disk, workdir=self.run_root / sid[:8], overlay=overlay,
                       memory_mb=self.config.guest_memory_mb, config_drive=drive,
                       ssh_host=host, ssh_port=port)
@@ -403,6 +452,10 @@ class XenServerDriver:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return tgz
+
+    def host_keys(self, server_id) -> list[str]:
+        with self._lock:
+            return list(self.info.get(server_id, {}).get("host_keys") or [])
 
     def running_guests(self):
         with self._lock:

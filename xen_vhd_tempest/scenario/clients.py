@@ -4,18 +4,29 @@ The session comes from clouds.yaml (``OS_CLOUD`` / ``--os-cloud``) through opens
 config loader, as every OpenStack CLI does. createBackup is sent through the session itself
 so both microversion behaviours are visible: the image id in the body (>= 2.45) or in the
 ``Location`` header (before).
+
+Retries are keystoneauth's, as real clients configure them: connection failures and timeouts
+(``connect_retries``) and 503 answers (``status_code_retries``) are retried with back-off, for
+every method. Any other error status is not retried - a 500 on a POST may have done its work -
+and becomes a CloudError naming the call, the status, the request id and a diagnosis. Every
+request has a timeout (clouds.yaml ``api_timeout``, else ``DEFAULT_TIMEOUT``): a hung API fails
+the run instead of hanging it.
 """
 
 import functools
 
 from xen_vhd_tempest.scenario.cloud import Cloud, CloudError, Flavor, Image, Server, Volume
 
+DEFAULT_TIMEOUT = 120.0           # seconds per request without a response, when clouds.yaml has no api_timeout
+CONNECT_RETRIES = 3
+STATUS_RETRIES = 3
 NOVA_MICROVERSION = "2.60"        # bdm v2 with volume_type, image id in createBackup's body
 CINDER_MICROVERSION = "3.60"      # user messages (3.3+)
 
 
-def session_for(cloud_name=None, config_file=None):
-    """A keystoneauth session for a clouds.yaml entry (None: $OS_CLOUD)."""
+def session_for(cloud_name=None, config_file=None, *, timeout=None):
+    """A keystoneauth session for a clouds.yaml entry (None: $OS_CLOUD); ``timeout`` (seconds)
+    overrides the entry's ``api_timeout``."""
     from openstack import config as os_config
     try:
         loader = os_config.OpenStackConfig(config_files=[config_file] if config_file else None)
@@ -23,7 +34,8 @@ def session_for(cloud_name=None, config_file=None):
     except Exception as exc:                       # openstacksdk raises its own config errors
         raise CloudError(f"cloud {cloud_name or '$OS_CLOUD'}: {exc}") from None
     base = region.get_session()
-    return RetryingSession(auth=base.auth, verify=base.verify, cert=base.cert, timeout=base.timeout)
+    return RetryingSession(auth=base.auth, verify=base.verify, cert=base.cert,
+                           timeout=timeout or base.timeout or DEFAULT_TIMEOUT)
 
 
 def _retrying_session_class():
@@ -33,7 +45,7 @@ def _retrying_session_class():
         """Retries what real clients retry: failed connections and 503s from busy endpoints."""
 
         def request(self, *args, **kw):
-            for key, value in (("connect_retries", 3), ("status_code_retries", 3),
+            for key, value in (("connect_retries", CONNECT_RETRIES), ("status_code_retries", STATUS_RETRIES),
                                ("retriable_status_codes", [503])):
                 if kw.get(key) is None:
                     kw[key] = value
@@ -46,8 +58,14 @@ def RetryingSession(**kw):   # noqa: N802 - a class, made on first use so import
     return _retrying_session_class()(**kw)
 
 
+SAFE_TO_REPEAT = {"find_image", "find_flavor", "get_server", "get_image", "get_volume", "console_output",
+                  "download_image", "delete_server", "delete_image", "delete_volume", "delete_keypair",
+                  "leftovers"}
+
+
 def _calls(fn):
-    """Turn client exceptions into CloudError naming the call."""
+    """Turn client exceptions into CloudError naming the call, with a diagnosis for failures
+    of the cloud itself (5xx, timeouts, refused connections)."""
     @functools.wraps(fn)
     def wrapper(self, *args, **kw):
         try:
@@ -55,10 +73,42 @@ def _calls(fn):
         except CloudError:
             raise
         except Exception as exc:
+            call = fn.__name__.replace("_", " ")
             status = getattr(exc, "http_status", None) or getattr(exc, "code", None)
             text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-            raise CloudError(f"{fn.__name__.replace('_', ' ')}: {f'HTTP {status}: ' if status else ''}{text}") from None
+            request_id = getattr(exc, "request_id", None)
+            if not request_id and getattr(exc, "request_ids", None):
+                request_id = list(exc.request_ids)[0]
+            message = f"{call}: {f'HTTP {status}: ' if status else ''}{text}"
+            if request_id and request_id not in message:
+                message += f" (request {request_id})"
+            raise CloudError(message, diagnosis=_diagnose_call(fn.__name__, status, exc, self)) from None
     return wrapper
+
+
+def _diagnose_call(name, status, exc, cloud):
+    """Why a call failed, in terms of the cloud rather than the scenario (None: a plain 4xx)."""
+    from keystoneauth1 import exceptions as ksa
+    call = name.replace("_", " ")
+    timeout = getattr(getattr(cloud, "session", None), "timeout", None)
+    seen = exc                  # glanceclient re-raises keystoneauth's errors as its own
+    while seen is not None and not isinstance(seen, ksa.ConnectionError):
+        seen = seen.__cause__ or seen.__context__
+    exc = seen or exc
+    if isinstance(exc, ksa.ConnectTimeout):
+        return (f"the cloud's API did not answer {call} within the client timeout ({timeout}s), "
+                f"also after {CONNECT_RETRIES} retries: the service hangs or is overloaded")
+    if isinstance(exc, ksa.ConnectionError):
+        return (f"no connection to the cloud's API for {call} after {CONNECT_RETRIES} retries: "
+                "the endpoint is down or unreachable")
+    if isinstance(status, int) and status == 503:
+        return f"the service was unavailable (HTTP 503) for {call}, also after {STATUS_RETRIES} retries"
+    if isinstance(status, int) and status >= 500:
+        repeat = ("it is safe to repeat but real clients do not retry a 500" if name in SAFE_TO_REPEAT else
+                  "it is not safe to repeat (it may have been carried out), so it was not retried")
+        return (f"the cloud failed {call} with HTTP {status} (a server-side error, not the scenario's "
+                f"request); {repeat}; the request id above finds it in the service's log")
+    return None
 
 
 class ClientsCloud(Cloud):
@@ -237,6 +287,24 @@ class ClientsCloud(Cloud):
             self.cinder.volumes.delete(volume_id)
         except exceptions.NotFound:
             pass
+
+    # -- what a run left behind ---------------------------------------------------------------
+    @_calls
+    def leftovers(self, prefix):
+        """(kind, id, name) of this project's servers, volumes, images and keypairs whose name
+        starts with ``prefix-``: what a run created even if it never learnt the id (a request
+        interrupted or failed after the cloud acted on it)."""
+        def mine(name):
+            return (name or "").startswith(prefix + "-")
+        found = [("server", s.id, s.name) for s in self.nova.servers.list() if mine(s.name)]
+        found += [("volume", v.id, v.name) for v in self.cinder.volumes.list() if mine(v.name)]
+        images = self.glance.images.list(filters={"owner": self._project_id()})
+        found += [("image", i["id"], i.get("name")) for i in images if mine(i.get("name"))]
+        found += [("keypair", k.name, k.name) for k in self.nova.keypairs.list() if mine(k.name)]
+        return found
+
+    def _project_id(self):
+        return self.session.get_project_id()
 
     @_calls
     def attach_volume(self, server_id, volume_id):

@@ -102,6 +102,11 @@ class Cloud:
     def attach_volume(self, server_id, volume_id): raise NotImplementedError
     def detach_volume(self, server_id, volume_id): raise NotImplementedError
 
+    def leftovers(self, prefix) -> list:
+        """(kind, id, name) of resources named ``prefix-...`` (kinds server, volume, image, keypair):
+        swept at cleanup. A cloud that cannot list them returns []."""
+        return []
+
     # existence checks for cleanup waits (None when gone)
     def server_exists(self, server_id) -> bool: raise NotImplementedError
     def volume_exists(self, volume_id) -> bool: raise NotImplementedError

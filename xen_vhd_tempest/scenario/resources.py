@@ -3,6 +3,7 @@ success, on failure and on Ctrl-C/SIGTERM - unless the user asked to keep it for
 
 import contextlib
 import signal
+import time
 
 
 class Resources:
@@ -20,9 +21,23 @@ class Resources:
         if handle is not None and handle < len(self.stack):
             self.stack[handle] = (self.stack[handle][0], None)
 
-    def cleanup(self):
-        """Delete everything left, newest first. Returns the list of failures (descriptions)."""
-        failures = []
+    def release_from(self, handle):
+        """Delete now what was registered at ``handle`` and after it (newest first, e.g. the
+        server booted from a volume before the volume); the rest stays registered. Returns the
+        list of failures."""
+        if handle is None or handle >= len(self.stack):
+            return []
+        rest, self.stack = self.stack[:handle], self.stack[handle:]
+        try:
+            return self.cleanup()
+        finally:
+            self.stack = rest + self.stack
+
+    def cleanup(self, retry_after=2.0):
+        """Delete everything left, newest first; what failed is tried once more at the end (a
+        delete is safe to repeat, and a failed one may have been a passing cloud error). Returns
+        the list of failures (descriptions)."""
+        failed = []
         while self.stack:
             description, delete = self.stack.pop()
             if delete is None:
@@ -34,6 +49,16 @@ class Resources:
                 delete()
                 self.reporter.progress(f"deleted {description}")
             except Exception as exc:              # keep going: leak nothing we can delete
+                failed.append((description, delete))
+                self.reporter.progress(f"could not delete {description}: {exc}; will try again")
+        failures = []
+        if failed:
+            time.sleep(retry_after)
+        for description, delete in failed:
+            try:
+                delete()
+                self.reporter.progress(f"deleted {description} (second attempt)")
+            except Exception as exc:
                 failures.append(f"{description}: {exc}")
                 self.reporter.progress(f"could not delete {description}: {exc}")
         return failures

@@ -1,9 +1,25 @@
 """Commands in guests over SSH (paramiko), retried while the guest is still booting.
 
-Host keys: a guest's key is accepted on first contact and kept only for that connection's
-life (never written to known_hosts) - a volume booted at the same address has a new key, and
-tests on shared clouds must not fight over ~/.ssh/known_hosts. Pass ``host_key`` (the lab
-publishes its guests' keys) to require a specific key instead.
+Host keys
+---------
+Two policies, chosen per connection by whether a ``host_key`` is given:
+
+* **Published keys (the lab).** ``host_key`` is the key the cloud published for this server
+  (one ``"<type> <base64>"`` string, or a list of them). The guest must present one of them,
+  else the connection fails at once with "host key ... does not match": no retry, no
+  fallback. The lab reads each guest's host keys from its root disk before booting it and
+  publishes them (``GET /lab/status``: ``guests.<server id>.host_keys``); the pytest harness
+  passes them for every server it boots on the lab.
+* **Real clouds: accept for this connection only.** Without a published key the key the guest
+  presents is accepted for the life of that one connection and never written to any
+  ``known_hosts`` (nor read from one). The servers are created by the run itself seconds
+  before, so there is no earlier key to compare with; a volume booted at the same address has
+  a new key, and runs on shared clouds must not fight over ``~/.ssh/known_hosts``. This trusts
+  the network path between the runner and the guest for the duration of the run: run it from
+  a host on the cloud's own network (as tempest's validation does) when that matters.
+
+Commands are never re-run: a connection lost while a command runs fails the step (the command
+may have had effects), with a diagnosis saying so.
 """
 
 import io
@@ -24,6 +40,10 @@ class SshError(ScenarioError):
     pass
 
 
+LOST = ("the SSH connection to the guest broke while a command ran (network, guest or hypervisor "
+        "failure); the command is not re-run because it may have had effects")
+
+
 class _RememberForThisConnection(paramiko.MissingHostKeyPolicy):
     def missing_host_key(self, client, hostname, key):
         client.get_host_keys().add(hostname, key.get_name(), key)
@@ -31,11 +51,14 @@ class _RememberForThisConnection(paramiko.MissingHostKeyPolicy):
 
 class _RequireKey(paramiko.MissingHostKeyPolicy):
     def __init__(self, expected):
-        self.expected = expected
+        self.expected = {" ".join(k.split()[:2]) for k in ([expected] if isinstance(expected, str) else expected)}
 
     def missing_host_key(self, client, hostname, key):
-        if f"{key.get_name()} {key.get_base64()}" != self.expected:
-            raise SshError(f"{hostname}: host key {key.get_name()} does not match the one the cloud published")
+        if f"{key.get_name()} {key.get_base64()}" not in self.expected:
+            raise SshError(f"{hostname}: host key {key.get_name()} {key.get_base64()[:24]}... does not match "
+                           "the one(s) the cloud published for this server",
+                           diagnosis="the SSH server is not the guest the cloud says it is (a wrong address, "
+                                     "another guest answering, or a man in the middle)")
 
 
 def load_private_key(text):
@@ -64,14 +87,18 @@ class Ssh:
         last = None
         while True:
             client = paramiko.SSHClient()
-            client.set_missing_host_key_policy(_RequireKey(self.host_key) if self.host_key
-                                               else _RememberForThisConnection())
+            policy = _RequireKey(self.host_key) if self.host_key else _RememberForThisConnection()
+            client.set_missing_host_key_policy(policy)
             try:
+                left = max(deadline - time.monotonic(), 2.0)      # an attempt does not outlast the timeout
                 client.connect(self.host, self.port, self.user, pkey=self.pkey, password=self.password,
-                               timeout=10, banner_timeout=20, auth_timeout=20, look_for_keys=False,
-                               allow_agent=False)
+                               timeout=min(10, left), banner_timeout=min(20, left), auth_timeout=20,
+                               look_for_keys=False, allow_agent=False)
                 self.client = client
                 return self
+            except SshError:
+                client.close()
+                raise
             except (OSError, socket.timeout, paramiko.SSHException, EOFError) as exc:
                 client.close()
                 last = exc
@@ -98,7 +125,10 @@ class Ssh:
             status = stdout.channel.recv_exit_status()
         except (OSError, socket.timeout, paramiko.SSHException, EOFError) as exc:
             self.close()
-            raise SshError(f"{self}: `{command}` failed: {exc or type(exc).__name__}") from None
+            raise SshError(f"{self}: `{command}` failed: {exc or type(exc).__name__}", diagnosis=LOST) from None
+        if status == -1:            # the channel closed without an exit status: the connection died
+            self.close()
+            raise SshError(f"{self}: the SSH connection was lost while `{command}` ran", diagnosis=LOST)
         if check and status:
             raise SshError(f"{self}: `{command}` exited {status}: {err.strip() or out.strip()}")
         return out

@@ -101,8 +101,9 @@ class Story:
 
     def run(self):
         """All steps, then cleanup; returns True when every step passed. Never raises for a
-        failed step: the summary says what failed and why."""
-        ok = False
+        failed step: the summary says what failed and why. An interrupt (Ctrl-C, SIGTERM) is
+        raised again once everything is cleaned up, so the whole run stops."""
+        ok = interrupted = False
         with sigterm_as_interrupt():
             try:
                 self.run_steps(self.steps())
@@ -112,10 +113,16 @@ class Story:
                 if exc.console:
                     self.reporter.progress("console tail:\n" + exc.console)
             except KeyboardInterrupt:
+                interrupted = True
                 self.reporter.say("interrupted: cleaning up")
             finally:
-                self.cleanup(failed=not ok)
+                try:
+                    self.cleanup(failed=not ok)
+                except ScenarioError as exc:        # reported in the summary: the clean up step FAILs
+                    self.diagnosis = self.diagnosis or exc.diagnosis
         self.reporter.summary(self.title, diagnosis=self.diagnosis)
+        if interrupted:             # the whole run stops (after cleaning up), not just this story
+            raise KeyboardInterrupt("interrupted; cleaned up")
         return self.reporter.passed
 
     def run_steps(self, steps):
@@ -134,11 +141,29 @@ class Story:
             for _label, ssh in self._ssh_sessions():
                 ssh.close()
             problems = self.resources.cleanup()
+            problems += self._sweep()
             if self._tmp is not None:
                 self._tmp.cleanup()
                 self._tmp = None
             if problems:
                 raise ScenarioError("could not delete: " + "; ".join(problems))
+
+    def _sweep(self):
+        """Delete what the run created but never registered (a create whose answer was lost to a
+        failure or an interrupt): everything named with this run's prefix. Returns failures."""
+        if self.resources.keep:
+            return []
+        try:
+            found = self.cloud.leftovers(self.options.prefix)
+        except ScenarioError as exc:
+            return [f"listing what is left of {self.options.prefix}: {exc}"]
+        delete = {"server": self._delete_server, "volume": self._delete_volume,
+                  "image": self.cloud.delete_image, "keypair": self.cloud.delete_keypair}
+        order = ("server", "volume", "image", "keypair")
+        for kind, ident, name in sorted(found, key=lambda f: order.index(f[0])):
+            self.resources.add(f"left-over {kind} {name} {ident}",
+                               lambda d=delete[kind], i=ident: d(i))
+        return self.resources.cleanup() if found else []
 
     def _work(self):
         if self.workdir is None:
@@ -219,9 +244,13 @@ class Story:
     def drop_volume(self):
         """Delete the current volume now (the volume steps can then run again, e.g. per fault)."""
         if self.volume_id is not None:
-            self._delete_volume(self.volume_id)
-            self.resources.forget(self._volume_handle)
+            if self._bfv_ssh is not None:
+                self._bfv_ssh.close()
+                self._bfv_ssh = None
+            problems = self.resources.release_from(self._volume_handle)   # the server booted from it first
             self.volume_id = self._volume_handle = None
+            if problems:
+                raise ScenarioError("could not delete: " + "; ".join(problems))
 
     def create_volume(self):
         size_gb = max(1, math.ceil(self.reference.size / GIB))
@@ -236,7 +265,10 @@ class Story:
     def compare_volume(self):
         server_id, ssh = self.attach_server
         before = set(ssh.run(DISKS).split())
-        self.cloud.attach_volume(server_id, self.volume_id)
+        volume_id = self.volume_id
+        self.cloud.attach_volume(server_id, volume_id)
+        attachment = self.resources.add(f"attachment of volume {volume_id} to server {server_id}",
+                                        lambda: self._detach(server_id, volume_id))
         try:
             waiters.wait_volume_status(self.cloud, self.volume_id, "in-use", timeout=self.options.volume_timeout,
                                        progress=self.reporter.progress)
@@ -261,9 +293,14 @@ class Story:
             raise ScenarioError(f"the volume differs from the reference conversion from MiB {first} on",
                                 diagnosis=found)
         finally:
-            self.cloud.detach_volume(server_id, self.volume_id)
-            waiters.wait_volume_status(self.cloud, self.volume_id, "available", timeout=self.options.volume_timeout,
-                                       progress=self.reporter.progress)
+            self._detach(server_id, volume_id, progress=self.reporter.progress)
+            self.resources.forget(attachment)
+
+    def _detach(self, server_id, volume_id, progress=None):
+        if self.cloud.get_volume(volume_id).status == "in-use":
+            self.cloud.detach_volume(server_id, volume_id)
+        waiters.wait_volume_status(self.cloud, volume_id, "available", timeout=self.options.volume_timeout,
+                                   progress=progress)
 
     def _new_disk(self, ssh, before, timeout=120):
         deadline = time.monotonic() + timeout

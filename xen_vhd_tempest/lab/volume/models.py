@@ -20,6 +20,10 @@ GIGABYTES_QUOTA = 1000  # per project, like cinder's default quota: beyond it 41
 DELETABLE = ("available", "error", "error_restoring", "error_extending", "error_managing")
 
 
+class InjectedFault(Exception):
+    user_facing = True
+
+
 class VolumeBackend:
     def __init__(self, store, data_dir: Path, images, convert, log=print):
         """``images``: the ImageBackend; ``convert(image, image_path, dest, size_bytes)`` fills dest."""
@@ -31,6 +35,7 @@ class VolumeBackend:
         self.log = log
         self.volumes = store.collection("volumes")
         self.messages = store.collection("volume_messages")
+        self.fault = None   # (volume name) -> user message of an injected failure, or None (lab/faults.py)
         self._threads: list[threading.Thread] = []
         # A restarted lab: work that was under way did not finish; nothing is attached any more.
         with store.lock:
@@ -134,6 +139,9 @@ class VolumeBackend:
         with self.store.lock:
             size = self.volumes[volume_id]["size"] * GIB
         try:
+            injected = self.fault(self.volumes[volume_id]["name"]) if self.fault else None
+            if injected:
+                raise InjectedFault(injected)
             with open(path, "wb") as f:
                 f.truncate(size)
             if image is not None:
