@@ -80,11 +80,12 @@ def init_workspace(path: Path) -> Path:
 
 def make_workspace(path: Path, lab, **xen_vhd) -> Path:
     """``tempest init`` a workspace whose tempest.conf is the lab's, completed with what tempest
-    needs here (a lock dir of its own, a log file) and ``[xen_vhd]`` options the lab leaves unset."""
+    needs here (a lock dir of its own, a log file), with exactly the ``[xen_vhd]`` options given."""
     ws = init_workspace(path)
     conf = configparser.RawConfigParser()
     conf.optionxform = str
     conf.read(lab.state_dir / "tempest.conf")
+    conf.remove_section("xen_vhd")          # each test states its own [xen_vhd] options in full
     defaults = {"DEFAULT": {"log_dir": ws / "logs", "log_file": "tempest.log"},
                 "oslo_concurrency": {"lock_path": ws / "tempest_lock"},
                 "xen_vhd": xen_vhd}
