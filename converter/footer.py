@@ -47,6 +47,14 @@ def checksum(buf, skip_at, skip_len=4):
     return ~total & 0xFFFFFFFF
 
 
+def stamp_checksum(buf, offset):
+    """Compute the checksum of ``buf`` (its field at ``offset`` counted as zero), store it there
+    as big-endian u32 and return it: how the footer and the dynamic header are sealed."""
+    value = checksum(buf, offset)
+    struct.pack_into(">I", buf, offset, value)
+    return value
+
+
 def chs_geometry(size):
     """The VHD spec's CHS for a disk of ``size`` bytes (what every writer stores)."""
     total = min(size // 512, 65535 * 16 * 255)
@@ -156,8 +164,7 @@ class Footer:
                             self.original_size, self.current_size, cyl, heads, spt, int(self.disk_type),
                             0, self.uuid.bytes, self.saved_state, self.hidden)
         buf = bytearray(head.ljust(FOOTER_SIZE, b"\0"))
-        self.checksum = checksum(buf, CHECKSUM_OFFSET)
-        struct.pack_into(">I", buf, CHECKSUM_OFFSET, self.checksum)
+        self.checksum = stamp_checksum(buf, CHECKSUM_OFFSET)
         self.raw = bytes(buf)
         return self.raw
 

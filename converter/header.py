@@ -10,7 +10,7 @@ import struct
 import uuid as uuidlib
 
 from converter.errors import FormatError
-from converter.footer import TIMESTAMP_MAX_SLACK, DiskType, Finding, checksum, messages
+from converter.footer import TIMESTAMP_MAX_SLACK, DiskType, Finding, checksum, messages, stamp_checksum
 
 HEADER_SIZE = 1024
 COOKIE = b"cxsparse"
@@ -155,8 +155,7 @@ class DynamicHeader:
                           self.parent_timestamp, 0, name.ljust(512, b"\0"))
         for i, loc in enumerate(self.locators):
             buf[LOCATOR_OFFSET + 24 * i:LOCATOR_OFFSET + 24 * (i + 1)] = loc.pack()
-        self.checksum = checksum(buf, CHECKSUM_OFFSET)
-        struct.pack_into(">I", buf, CHECKSUM_OFFSET, self.checksum)
+        self.checksum = stamp_checksum(buf, CHECKSUM_OFFSET)
         self.raw = bytes(buf)
         return self.raw
 

@@ -142,6 +142,17 @@ def running_lab(tmp_path_factory=None):
             stop_lab(handle, module=LAB_MODULE)
 
 
+def running_guest_lab():
+    """``running_lab()`` for modules that boot guests: skipped, with the reason, where QEMU cannot run."""
+    import pytest
+
+    from xen_vhd_tempest.lab.hypervisor import qemu_available
+    reason = qemu_available()
+    if reason:
+        pytest.skip(f"cannot run QEMU guests here: {reason}")
+    yield from running_lab()
+
+
 def wait_for(get, ready, *, failed=(), timeout=300, interval=0.5, what="resource"):
     """Poll ``get()`` until ``ready(obj)``; fail early when its status is in ``failed``."""
     deadline = time.monotonic() + timeout

@@ -15,7 +15,7 @@ import sys
 import time
 
 import pytest
-from cloudfixtures import ROOT, cli, running_lab
+from cloudfixtures import ROOT, cli, running_guest_lab
 
 from xen_vhd_tempest.scenario.cloud import CloudError, WaitTimeout
 from xen_vhd_tempest.scenario.report import Reporter
@@ -28,11 +28,7 @@ BOOT = "boot the XenServer image"
 
 @pytest.fixture(scope="module")
 def lab():
-    from xen_vhd_tempest.lab.hypervisor import qemu_available
-    reason = qemu_available()
-    if reason:
-        pytest.skip(f"cannot run QEMU guests here: {reason}")
-    yield from running_lab()
+    yield from running_guest_lab()
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ pass, through boot from volume and md5sum -c.
 import sys
 
 import pytest
-from cloudfixtures import running_lab
+from cloudfixtures import running_guest_lab
 
 from xen_vhd_tempest.scenario.cloud import ScenarioError
 from xen_vhd_tempest.scenario.report import Reporter
@@ -23,11 +23,7 @@ COMPARE = "compare the volume's bytes with the reference"
 
 @pytest.fixture(scope="module")
 def lab():
-    from xen_vhd_tempest.lab.hypervisor import qemu_available
-    reason = qemu_available()
-    if reason:
-        pytest.skip(f"cannot run QEMU guests here: {reason}")
-    yield from running_lab()
+    yield from running_guest_lab()
 
 
 @pytest.fixture(scope="module")
