@@ -284,15 +284,7 @@ class ImageBackend:
     def add_from_file(self, ctx, body: dict, path: Path, *, move=False) -> dict:
         """Create an image and fill it from a local file (backups, the default image)."""
         record = self.create(ctx, body)
-
-        def chunks():
-            with open(path, "rb") as f:
-                while True:
-                    data = f.read(1024 * 1024)
-                    if not data:
-                        return
-                    yield data
-        result = self.upload(ctx, record["id"], chunks())
+        result = self.add_data_from_file(ctx, record["id"], path)
         if move:
             os.unlink(path)
         return result
@@ -301,10 +293,7 @@ class ImageBackend:
         """Upload a local file as the data of an existing queued image."""
         def chunks():
             with open(path, "rb") as f:
-                while True:
-                    data = f.read(1024 * 1024)
-                    if not data:
-                        return
+                while data := f.read(1024 * 1024):
                     yield data
         return self.upload(ctx, image_id, chunks())
 
