@@ -1,6 +1,6 @@
 """Conversion benchmark: the project's converter against named baselines, as ratios, in one run.
 
-    python -m benchmarks.convert_bench [--quick] [--runs 3] [--json out.json]
+    python -m benchmarks.convert_bench [--quick] [--runs 5] [--json out.json]
 
 Builds realistic chains with the project's own writer (disk-like content that compresses like
 real disks: text, noise and zeros; partial blocks; 1-5 members; 64 MiB to 4 GiB virtual, plus
@@ -21,7 +21,11 @@ convert in under a second get 3x as many):
                            in wall and in CPU time (the latter steadier on a shared machine)
 
 and reports peak RSS (GNU time, else wait4), CPU seconds (in the JSON) and the output's
-allocated bytes (st_blocks) against the data allocated in the chain.
+allocated bytes (st_blocks) against the data allocated in the chain; and the fixed start-up
+cost of each command (``--version``, median of 30), which dominates the smallest chain.
+
+Every case starts after the previous outputs are deleted and ``sync`` has run, so that one
+case's writeback does not land on the next.
 """
 
 import argparse
@@ -192,7 +196,9 @@ def timed(cmd, *, stdout=subprocess.DEVNULL):
 
 
 def xen_vhd(*args):
-    return [sys.executable, "-m", "converter.cli", *args]
+    """The installed command, as users run it (its console script, not ``python -m``)."""
+    script = os.path.join(os.path.dirname(sys.executable), "xen-vhd")
+    return [script, *args] if os.path.exists(script) else [sys.executable, "-m", "converter.cli", *args]
 
 
 def measure(shape, info, work, runs):
@@ -200,10 +206,13 @@ def measure(shape, info, work, runs):
     out_vhd = os.path.join(work, "out.vhd")
 
     def clean():
+        """Remove the last outputs and let the disk settle: the writeback of a previous case's
+        output (and the discard of its freed blocks) must not slow the next case down."""
         for p in (out_raw, out_vhd):
             if os.path.exists(p):
                 os.unlink(p)
         shutil.rmtree(os.path.join(work, "x"), ignore_errors=True)
+        os.sync()
 
     def tar_qemu():
         x = os.path.join(work, "x")
@@ -292,6 +301,24 @@ def sparse_memory(cache, work):
     return {"shape": SPARSE.name, "virtual_bytes": SPARSE.virtual, "seconds": secs, "peak_rss_bytes": peak}
 
 
+def startup_costs(samples=30):
+    """Median wall seconds of commands that do nothing: the fixed cost in every conversion."""
+    commands = {"python -c pass": [sys.executable, "-c", "pass"],
+                "xen-vhd --version": xen_vhd("--version"),
+                "python -m isal.igzip --help": [sys.executable, "-m", "isal.igzip", "--help"]}
+    if shutil.which("qemu-img"):
+        commands["qemu-img --version"] = ["qemu-img", "--version"]
+    out = {}
+    for name, cmd in commands.items():
+        times = []
+        for _ in range(samples):
+            t = time.monotonic()
+            subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+            times.append(time.monotonic() - t)
+        out[name] = statistics.median(times)
+    return out
+
+
 def compile_package():
     """Byte-compile the converter as pip does at install time. Without it, a run under
     PYTHONDONTWRITEBYTECODE (set here) compiles every module at each start (~30 ms), which
@@ -308,7 +335,7 @@ def machine():
             "load_average_at_end": os.getloadavg()}     # other work on the machine skews every ratio
 
 
-def print_table(results, sparse):
+def print_table(results, sparse, startup):
     print(f"\n{'chain':<14}{'tgz MiB':>9}{'data MiB':>10}{'ours s':>8}{'isal s':>8}{'gzip s':>8}"
           f"{'tar+qemu s':>11}{'vhd s':>7}{'dir s':>7}{'qemu s':>8}{'RSS MiB':>9}{'alloc/data':>11}")
     nan = float("nan")
@@ -325,6 +352,7 @@ def print_table(results, sparse):
     print(f"{'':<14}" + "".join(f"{n:>{w}}" for n, w in zip(names, widths)))
     for r in results:
         print(f"{r['shape']:<14}" + "".join(f"{r['ratios'][n]:{w}.2f}" for n, w in zip(names, widths)))
+    print("\nstart-up (median of 30, ms): " + ", ".join(f"{k} {v * 1000:.0f}" for k, v in startup.items()))
     if sparse:
         print(f"\n{sparse['shape']}: {sparse['seconds']:.2f} s, peak RSS {sparse['peak_rss_bytes'] / MIB:.0f} MiB")
     print("load average at the end (1, 5, 15 min): " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
@@ -332,7 +360,7 @@ def print_table(results, sparse):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--runs", type=int, default=5)
     p.add_argument("--quick", action="store_true", help="smaller chains (CI-sized)")
     p.add_argument("--cache", default=os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")),
                                                    "xen-vhd-tempest", "bench"))
@@ -351,8 +379,9 @@ def main(argv=None):
         print(f"[bench] {shape.name}: measuring ({args.runs} runs)", file=sys.stderr, flush=True)
         results.append(measure(shape, info, work, args.runs))
     sparse = sparse_memory(args.cache, work)
-    doc = {"machine": machine(), "results": results, "sparse": sparse}
-    print_table(results, sparse)
+    startup = startup_costs()
+    doc = {"machine": machine(), "results": results, "sparse": sparse, "startup_seconds": startup}
+    print_table(results, sparse, startup)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(doc, f, indent=2)

@@ -9,15 +9,14 @@ nothing is ever extracted to disk.
 """
 
 import contextlib
-import dataclasses
 import os
 import re
 import stat
-import tarfile
 
+from converter import tarheader
 from converter.errors import ArchiveError, UsageError
 from converter.fsutil import atomic_path
-from converter.gzstream import GZIP_MAGIC, GzipReader
+from converter.record import record
 from converter.source import FileSource, StreamSource
 
 NUMBERED = re.compile(r"^(0|[1-9][0-9]{0,5})\.vhd$")
@@ -26,7 +25,7 @@ IGNORED = {"swap.vhd"}
 TAR_BLOCK = 512
 
 
-@dataclasses.dataclass
+@record
 class MemberRef:
     """A chain member found in a container; ``rank`` orders it (lower = newer)."""
     rank: int
@@ -112,7 +111,7 @@ def source_kind(path):
             tail = f.read(8)
     if not head:
         raise ArchiveError(path, "is empty: not a XenServer image")
-    if head[:2] == GZIP_MAGIC:
+    if head[:2] == b"\x1f\x8b":                 # gzip magic
         return "tgz"
     if head[:8] == b"conectix" or tail == b"conectix":
         return "vhd"
@@ -187,7 +186,7 @@ def _pax_records(data, where):
 
 
 def iter_tar(stream, where):
-    """(name, TarInfo, reader) for each member of a tar stream; long names and pax honoured.
+    """(name, TarHeader, reader) for each member of a tar stream; long names and pax honoured.
 
     The caller may read any part of the member; the rest is skipped when it asks for the next.
     """
@@ -198,18 +197,18 @@ def iter_tar(stream, where):
         if block is None or block == bytes(TAR_BLOCK):
             return                          # end of archive; anything after it is ignored, as tar does
         try:
-            info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
-        except tarfile.HeaderError as exc:
+            info = tarheader.parse(block)
+        except tarheader.HeaderError as exc:
             raise ArchiveError(where, f"not a valid tar header ({exc})") from None
         size = info.size
         padded = size + (-size % TAR_BLOCK)
-        if info.type in (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK):
+        if info.type in tarheader.EXTENSION_TYPES:
             if size > 1 << 20:
                 raise ArchiveError(where, f"tar extended header of {size} bytes: refused")
             data = _read_block(stream, where, padded)[:size] if padded else b""
-            if info.type == tarfile.XHDTYPE:
+            if info.type == tarheader.PAX_HEADER:
                 pax = _pax_records(data, where)
-            elif info.type == tarfile.GNUTYPE_LONGNAME:
+            elif info.type == tarheader.GNU_LONGNAME:
                 long_name = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
             continue
         if long_name is not None:
@@ -223,7 +222,7 @@ def iter_tar(stream, where):
                 raise ArchiveError(where, "malformed pax size") from None
             padded = size + (-size % TAR_BLOCK)
         long_name, pax = None, {}
-        if info.type == tarfile.GNUTYPE_SPARSE:
+        if info.type == tarheader.GNU_SPARSE:
             raise ArchiveError(f"{where}:{info.name}", "is a GNU sparse tar member: not supported "
                                "(XenServer images are made without tar -S)")
         reader = _Exact(stream, size)
@@ -231,28 +230,12 @@ def iter_tar(stream, where):
         _skip(stream, reader.left + (padded - size), where)
 
 
-def _member_kind(info):
-    if info.isreg():
-        return None
-    if info.isdir():
-        return "directory"
-    if info.issym():
-        return "symbolic link"
-    if info.islnk():
-        return "hard link"
-    if info.ischr() or info.isblk():
-        return "device node"
-    if info.isfifo():
-        return "fifo"
-    return f"member of tar type {info.type!r}"
-
-
 def stream_tar_members(stream, where, warnings):
     """MemberRef for each chain member of a tar stream, in stream order (one pass)."""
     for name, info, reader in iter_tar(stream, where):
         mwhere = f"{where}:{name}"
         check_safe_path(name, mwhere)
-        kind = _member_kind(info)
+        kind = info.kind()
         if kind == "directory":
             if canonical_name(name) is not None:
                 warnings.append(f"{mwhere}: directory ignored")
@@ -268,7 +251,7 @@ def stream_tar_members(stream, where, warnings):
 
 
 # --- opening any source ---------------------------------------------------------------------
-@dataclasses.dataclass
+@record
 class Opened:
     kind: str                 # 'tgz' | 'tar' | 'dir' | 'files'
     where: str
@@ -301,7 +284,12 @@ def open_source(source):
         yield from _files(_directory_refs(path), "dir", warnings)
     else:
         with open(path, "rb") as raw:
-            stream = GzipReader(raw, path) if kind == "tgz" else raw
+            if kind == "tgz":
+                from converter.gzstream import GzipReader  # here: isal's import costs ~5 ms
+
+                stream = GzipReader(raw, path)
+            else:
+                stream = raw
             try:
                 yield Opened(kind, path, stream_tar_members(stream, path, warnings), warnings, True, raw.tell)
             finally:
@@ -347,6 +335,8 @@ def pack_image(tgz_path, vhd_paths):
 
 def write_tar(tgz_path, paths, arcnames, *, root="./"):
     """A gzip-compressed GNU tar of ``paths`` stored as ``arcnames``, after a ``root`` entry."""
+    import tarfile  # here: reading images never needs it (see converter.tarheader)
+
     with atomic_path(tgz_path) as tmp, tarfile.open(tmp, mode="w:gz", format=tarfile.GNU_FORMAT,
                                                      compresslevel=6) as tar:
         if root:

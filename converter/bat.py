@@ -7,9 +7,11 @@ byte 0 = first sector, padded to 512 bytes) followed by the data.
 """
 
 import array
-import dataclasses
+import re
 import struct
 import sys
+
+from converter.record import record
 
 UNUSED = 0xFFFFFFFF
 BATMAP_COOKIE = b"tdbatmap"
@@ -19,6 +21,7 @@ BATMAP_CHECKSUM_OFFSET = 24
 BATMAP_VERSION_1_1 = 0x00010001
 BATMAP_CURRENT_VERSION = 0x00010002     # the newest blktap writes and reads
 TAP_BATMAP_SINCE = 0x00010002            # tap creator version from which every dynamic disk has one
+_RUNS = re.compile(b"1+")
 _HIGH_BYTES = bytes(range(128, 256))     # negative as signed chars
 
 
@@ -43,7 +46,7 @@ def pack_bat(table, max_entries):
     return raw + b"\0" * (-len(raw) % 512)
 
 
-@dataclasses.dataclass
+@record
 class BatmapHeader:
     batmap_offset: int
     batmap_size: int            # sectors
@@ -141,6 +144,16 @@ def bitmap_mask(bitmap, nsectors):
     nbytes = (nsectors + 7) // 8
     value = int.from_bytes(bitmap[:nbytes], "big")
     return value >> (nbytes * 8 - nsectors)
+
+
+def mask_runs(mask, width):
+    """(start, end) sector runs of set bits of an MSB-first mask ``width`` bits wide."""
+    if not mask:
+        return []
+    if mask == (1 << width) - 1:
+        return [(0, width)]
+    bits = format(mask, f"0{width}b").encode()
+    return [m.span() for m in _RUNS.finditer(bits)]
 
 
 def full_mask(nsectors):

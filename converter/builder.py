@@ -8,7 +8,6 @@ reading any VHD (a flat model: base bytes, growth with zeros, writes in order), 
 compare the reader against an independent answer.
 """
 
-import dataclasses
 import hashlib
 import os
 import random
@@ -18,16 +17,17 @@ import uuid as uuidlib
 from converter import archive
 from converter.errors import UsageError
 from converter.header import DEFAULT_BLOCK_SIZE
+from converter.record import factory, record
 from converter.writer import VhdWriter, vhd_from_raw
 
 SECTOR = 512
 
 
-@dataclasses.dataclass
+@record
 class Layer:
     size: int                     # current size of this layer
     original_size: int
-    sectors: dict = dataclasses.field(default_factory=dict)   # sector -> 512 bytes written here
+    sectors: dict = factory(dict)   # sector -> 512 bytes written here
 
 
 class ImageBuilder:

@@ -13,12 +13,13 @@ for mixed chunks only, one bitmask per layer - never a per-sector structure for 
 disk. ``ChainReader`` (random access) and ``convert`` (streaming) both drive it.
 """
 
-import dataclasses
 import os
 import re
 
+from converter.bat import mask_runs
 from converter.errors import ChainError
 from converter.footer import DiskType
+from converter.record import record
 
 CHUNK_SECTORS = 4096                     # 2 MiB
 CHUNK_BYTES = CHUNK_SECTORS * 512
@@ -28,18 +29,12 @@ MIXED = 254                              # uniform[] value: see mixed[chunk]
 MAX_LAYERS = 250
 ZERO_GRAIN = 4096                        # zero detection granularity (file system block)
 _ZEROS = bytes(CHUNK_BYTES)
-_RUNS = re.compile(b"1+")
 _ZERO_BYTES = re.compile(b"\0+")
 
 
 def runs(mask, width=CHUNK_SECTORS):
     """(start, end) sector runs of set bits of an MSB-first mask ``width`` bits wide."""
-    if not mask:
-        return []
-    if mask == (1 << width) - 1:
-        return [(0, width)]
-    bits = format(mask, f"0{width}b").encode()
-    return [m.span() for m in _RUNS.finditer(bits)]
+    return mask_runs(mask, width)
 
 
 def zero_grains(data, head):
@@ -140,6 +135,27 @@ class Compositor:
                 return False
             pos += count
         return True
+
+    def wanted(self, layer, first_sector, nsectors, mask):
+        """Of the sectors ``mask`` marks present (MSB-first over ``nsectors``; None = all), those
+        ``apply`` would write: within every newer layer's size and owned by no newer layer.
+        Random-access sources then read just those (members come newest first)."""
+        if mask is None:
+            mask = (1 << nsectors) - 1
+        reach = self.reach(layer)
+        if reach is not None and first_sector + nsectors > reach:
+            beyond = nsectors - max(reach - first_sector, 0)
+            mask &= ~((1 << beyond) - 1)
+        pos = 0
+        while pos < nsectors and mask:
+            chunk, offset = divmod(first_sector + pos, CHUNK_SECTORS)
+            count = min(CHUNK_SECTORS - offset, nsectors - pos)
+            newer = self._owned_by_newer(chunk, layer)
+            if newer:
+                part = (newer >> (CHUNK_SECTORS - offset - count)) & ((1 << count) - 1)
+                mask &= ~(part << (nsectors - pos - count))
+            pos += count
+        return mask
 
     def _owned_by_newer(self, chunk, layer):
         owner = self.uniform[chunk] if chunk < len(self.uniform) else NOBODY
@@ -282,7 +298,7 @@ def _or(masks):
 
 
 # --- linking members by position ------------------------------------------------------------
-@dataclasses.dataclass
+@record
 class LinkInfo:
     """What chain validation needs of a member."""
     position: int

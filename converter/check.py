@@ -18,7 +18,6 @@ locators against the parent name, data hidden behind clear bitmap bits). Members
 once, in file order, so a tgz is checked in a single streaming pass without extracting anything.
 """
 
-import dataclasses
 import posixpath
 import uuid as uuidlib
 
@@ -30,17 +29,18 @@ from converter.errors import ArchiveError, VhdError
 from converter.footer import DiskType, footer_reasons, reasons, vhd_now
 from converter.header import PLAT_MACX, PLAT_W2KU, PLAT_W2RU
 from converter.member import VhdMember
+from converter.record import factory, record
 
 READABLE_LOCATORS = (PLAT_MACX, PLAT_W2KU, PLAT_W2RU)      # the ones blktap resolves
 
 
 # --- what the blocks hold -------------------------------------------------------------------
-@dataclasses.dataclass
+@record
 class BlockScan:
     """Sector bitmaps (and, with data, the sectors their clear bits hide) of a member's blocks."""
-    read: set = dataclasses.field(default_factory=set)       # blocks whose bitmap was read
-    full: set = dataclasses.field(default_factory=set)       # ... and found full
-    dirty: list = dataclasses.field(default_factory=list)    # (block, first sector, count)
+    read: set = factory(set)       # blocks whose bitmap was read
+    full: set = factory(set)       # ... and found full
+    dirty: list = factory(list)    # (block, first sector, count)
 
 
 def scan_blocks(member, *, read_data=True):
@@ -139,14 +139,14 @@ def bitmap_reasons(blocks):
 
 
 # --- reports --------------------------------------------------------------------------------
-@dataclasses.dataclass
+@record
 class MemberCheck:
     name: str
     where: str
     position: int | None = None
-    problems: list = dataclasses.field(default_factory=list)
-    warnings: list = dataclasses.field(default_factory=list)
-    info: list = dataclasses.field(default_factory=list)
+    problems: list = factory(list)
+    warnings: list = factory(list)
+    info: list = factory(list)
     disk_type: str | None = None
     current_size: int | None = None
     original_size: int | None = None
@@ -154,7 +154,7 @@ class MemberCheck:
     uuid: uuidlib.UUID | None = None
     parent_uuid: uuidlib.UUID | None = None
     parent_name: str | None = None
-    parent_locators: dict = dataclasses.field(default_factory=dict)   # index -> decoded path
+    parent_locators: dict = factory(dict)   # index -> decoded path
     file_size: int = 0
     creator: str | None = None
     creator_version: int | None = None
@@ -182,14 +182,14 @@ def _str(value):
     return None if value is None else str(value)
 
 
-@dataclasses.dataclass
+@record
 class CheckReport:
     source: str
     kind: str
     members: list                 # MemberCheck, newest first
-    chain_problems: list = dataclasses.field(default_factory=list)
-    chain_warnings: list = dataclasses.field(default_factory=list)
-    chain_info: list = dataclasses.field(default_factory=list)
+    chain_problems: list = factory(list)
+    chain_warnings: list = factory(list)
+    chain_info: list = factory(list)
 
     @property
     def problems(self):

@@ -7,15 +7,16 @@ and the number of partially owned 2 MiB chunks. The chain is validated at the en
 types, parent UUIDs); any failure removes the partial output.
 """
 
-import dataclasses
+import functools
 import os
-import tempfile
 
 from converter import archive
 from converter.chain import MAX_LAYERS, Compositor, LinkInfo, require_chain
 from converter.errors import ArchiveError, FormatError, UsageError
 from converter.footer import DiskType
+from converter.fsutil import make_temp
 from converter.member import VhdMember
+from converter.record import record
 from converter.sink import FileSink, Output, write_behind
 
 OUTPUT_FORMATS = ("raw", "vhd")
@@ -24,7 +25,7 @@ OUTPUT_FORMATS = ("raw", "vhd")
 SLACK_BYTES = 64 << 20
 
 
-@dataclasses.dataclass
+@record
 class MemberInfo:
     position: int
     name: str
@@ -39,7 +40,7 @@ class MemberInfo:
     allocated_blocks: int | None
 
 
-@dataclasses.dataclass
+@record
 class ConvertResult:
     output: str
     output_format: str
@@ -61,7 +62,7 @@ class Progress:
             self.callback(min(done, self.total), self.total)
 
 
-@dataclasses.dataclass(frozen=True)
+@record(frozen=True)
 class Rule:
     """How the layers combine. ``BLKTAP`` is the truth; other rules reproduce known conversion
     bugs (see ``converter.variants``) so harnesses can prove they notice them."""
@@ -79,7 +80,7 @@ BLKTAP = Rule()
 
 def compose(source, sink, *, allow_uuid_mismatch=False, progress=None, rule=BLKTAP):
     """Run every member of ``source`` through the read rule into ``sink``; returns (size, members, warnings)."""
-    with archive.open_source(source) as opened, write_behind(sink, overlap=not opened.streaming) as sink:
+    with archive.open_source(source) as opened, write_behind(sink, overlap=True) as sink:
         total = _input_size(source, opened)
         report = Progress(progress, total)
         compositor = Compositor(sink)
@@ -98,9 +99,15 @@ def compose(source, sink, *, allow_uuid_mismatch=False, progress=None, rule=BLKT
                 continue
             layer = MAX_LAYERS - 1 - ref.rank if rule.reverse else ref.rank
             compositor.declare(layer, member.current_size)
-            # Files need not read blocks that newer layers (already applied) hide entirely.
-            skip = None if opened.streaming else (lambda first, n, layer=layer: compositor.hidden(layer, first, n))
-            for block in member.blocks(reuse=buffer, skip=skip):
+            # Files need not read what newer layers (already applied) hide: whole blocks, and
+            # within a block all but the present sectors the rule still wants. (Not for the
+            # ignore-bitmaps rule: it uses whole blocks, unwritten sectors too.)
+            skip = select = None
+            if not opened.streaming:
+                skip = functools.partial(compositor.hidden, layer)
+                if rule.bitmaps:
+                    select = functools.partial(compositor.wanted, layer)
+            for block in member.blocks(reuse=buffer, skip=skip, select=select):
                 compositor.apply(layer, block.first_sector, block.nsectors, block.mask if rule.bitmaps else None,
                                  block.data)
                 if progress is not None:
@@ -186,7 +193,7 @@ def convert_image(source, output, *, output_format="raw", progress=None, allow_u
     # Coalesced VHD: compose into a sparse raw scratch file, then pack its data blocks.
     scratch_dir = tmpdir or (os.path.dirname(os.path.abspath(output)) if output != "-" else None)
     # Written in place, not renamed over: ext4 flushes a file renamed over another one.
-    fd, scratch = tempfile.mkstemp(prefix=".xen-vhd-", suffix=".raw", dir=scratch_dir)
+    fd, scratch = make_temp(scratch_dir, ".xen-vhd-", ".raw")
     try:
         try:
             sink = FileSink(fd, scratch)

@@ -6,13 +6,13 @@ geometry@56 (u16 cylinders, u8 heads, u8 sectors) disk_type@60 checksum@64 uuid@
 saved_state@84 hidden@85 (XenServer; inside the checksum) reserved to 512.
 """
 
-import dataclasses
 import enum
 import struct
 import time
 import uuid as uuidlib
 
 from converter.errors import FormatError
+from converter.record import record
 
 FOOTER_SIZE = 512
 COOKIE = b"conectix"
@@ -87,7 +87,7 @@ def _packed_chs(c, h, s):
     return (c << 16) | (h << 8) | s
 
 
-@dataclasses.dataclass(frozen=True)
+@record(frozen=True)
 class Finding:
     """One failed validation of a structure.
 
@@ -114,7 +114,7 @@ def messages(findings):
     return [f.message for f in findings if f.message]
 
 
-@dataclasses.dataclass
+@record
 class Footer:
     disk_type: DiskType
     current_size: int

@@ -5,12 +5,12 @@ max_table_entries@28 block_size@32 checksum@36 parent_uuid@40 parent_timestamp@5
 reserved@60 parent_name@64 (512 bytes UTF-16BE) locators@576 (8 x 24) reserved to 1024.
 """
 
-import dataclasses
 import struct
 import uuid as uuidlib
 
 from converter.errors import FormatError
 from converter.footer import TIMESTAMP_MAX_SLACK, DiskType, Finding, checksum, messages, stamp_checksum
+from converter.record import factory, record
 
 HEADER_SIZE = 1024
 COOKIE = b"cxsparse"
@@ -34,7 +34,7 @@ PLAT_W2RU = b"W2ru"      # UTF-16LE relative path
 KNOWN_PLATFORMS = (PLAT_MACX, PLAT_W2KU, PLAT_W2RU, b"Wi2r", b"Wi2k", b"Mac ")
 
 
-@dataclasses.dataclass
+@record
 class ParentLocator:
     code: bytes = PLAT_NONE
     data_space: int = 0
@@ -113,7 +113,7 @@ class ParentLocator:
         return _LOCATOR.pack(self.code, self.data_space, self.data_length, self.reserved, self.data_offset)
 
 
-@dataclasses.dataclass
+@record
 class DynamicHeader:
     table_offset: int
     max_table_entries: int
@@ -121,7 +121,7 @@ class DynamicHeader:
     parent_uuid: uuidlib.UUID = uuidlib.UUID(int=0)
     parent_timestamp: int = 0
     parent_name: str = ""
-    locators: list = dataclasses.field(default_factory=lambda: [ParentLocator() for _ in range(LOCATOR_COUNT)])
+    locators: list = factory(lambda: [ParentLocator() for _ in range(LOCATOR_COUNT)])
     data_offset: int = 0xFFFFFFFFFFFFFFFF
     version: int = HEADER_VERSION
     checksum: int = 0

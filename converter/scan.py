@@ -15,7 +15,6 @@ Lines are blktap's (exactly so for directories):
 three spaces per level; failures ``vhd=PATH scan-error=N error-message='..'``.
 """
 
-import dataclasses
 import fnmatch
 import os
 import posixpath
@@ -25,13 +24,14 @@ from converter.errors import ArchiveError, VhdError
 from converter.footer import DiskType
 from converter.header import PLAT_MACX, PLAT_W2KU, PLAT_W2RU
 from converter.member import VhdMember
+from converter.record import factory, record
 from converter.source import FileSource
 
 EINVAL = 22
 INDENT = 3
 
 
-@dataclasses.dataclass
+@record
 class ScanNode:
     name: str                       # printed name (basename)
     path: str                       # full path, or the member's place in its archive
@@ -52,7 +52,7 @@ class ScanNode:
     error: int | None = None        # negative errno, as blktap prints it
     error_message: str | None = None
     detail: str | None = None       # why it failed, in our words
-    children: list = dataclasses.field(default_factory=list)
+    children: list = factory(list)
     order: int = 0                  # target order (non-pretty output)
     rank: int | None = None         # chain position in a XenServer image (0 = leaf)
 

@@ -17,12 +17,11 @@ import os
 import stat
 import struct
 import sys
-import tempfile
 import threading
 from collections import deque
 
 from converter.errors import OutputError
-from converter.fsutil import umask_mode
+from converter.fsutil import make_temp, umask_mode
 
 _FALLOC_FL_KEEP_SIZE = 0x01
 _FALLOC_FL_PUNCH_HOLE = 0x02
@@ -330,7 +329,7 @@ class Output:
                 self.sink = FileSink(fd, "standard output")
                 return self
             self.pipe_fd = fd
-            handle, self.tmp_path = tempfile.mkstemp(prefix="xen-vhd-", suffix=".raw", dir=self.tmpdir)
+            handle, self.tmp_path = make_temp(self.tmpdir, "xen-vhd-", ".raw")
             self.fd = handle
             self.sink = FileSink(handle, "standard output")
             return self
@@ -354,8 +353,7 @@ class Output:
         if not os.path.isdir(directory):
             raise OutputError(self.path, f"directory {directory} does not exist")
         try:
-            self.fd, self.tmp_path = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".",
-                                                      suffix=".partial", dir=directory)
+            self.fd, self.tmp_path = make_temp(directory, "." + os.path.basename(path) + ".", ".partial")
         except OSError as exc:
             raise OutputError(self.path, f"cannot create a file in {directory}: {exc.strerror}") from None
         umask_mode(self.fd)

@@ -144,8 +144,7 @@ class VhdWriter:
             return
         self.closed = True
         try:
-            self._write_metadata()
-            os.fsync(self.fd)
+            self._write_metadata()      # no fsync: like qemu-img convert and raw outputs
         finally:
             os.close(self.fd)
 
