@@ -80,7 +80,7 @@ BLKTAP = Rule()
 
 def compose(source, sink, *, allow_uuid_mismatch=False, progress=None, rule=BLKTAP):
     """Run every member of ``source`` through the read rule into ``sink``; returns (size, members, warnings)."""
-    with archive.open_source(source) as opened, write_behind(sink, overlap=True) as sink:
+    with archive.open_source(source) as opened, write_behind(sink) as sink:
         total = _input_size(source, opened)
         report = Progress(progress, total)
         compositor = Compositor(sink)
