@@ -14,7 +14,6 @@ from converter import archive
 from converter.chain import MAX_LAYERS, Compositor, LinkInfo, require_chain
 from converter.errors import ArchiveError, FormatError, UsageError
 from converter.footer import DiskType
-from converter.fsutil import make_temp
 from converter.member import VhdMember
 from converter.record import record
 from converter.sink import FileSink, Output, write_behind
@@ -190,25 +189,14 @@ def convert_image(source, output, *, output_format="raw", progress=None, allow_u
                                               progress=progress, rule=rule)
             written = out.sink.bytes_written
         return ConvertResult(str(output), "raw", size, members, warnings, written)
-    # Coalesced VHD: compose into a sparse raw scratch file, then pack its data blocks.
-    scratch_dir = tmpdir or (os.path.dirname(os.path.abspath(output)) if output != "-" else None)
-    # Written in place, not renamed over: ext4 flushes a file renamed over another one.
-    fd, scratch = make_temp(scratch_dir, ".xen-vhd-", ".raw")
-    try:
-        try:
-            sink = FileSink(fd, scratch)
-            size, members, warnings = compose(source, sink, allow_uuid_mismatch=allow_uuid_mismatch,
-                                              progress=progress, rule=rule)
-            written = sink.bytes_written
-        finally:
-            os.close(fd)
-        if output == "-":
-            raise UsageError("output", "a VHD cannot be written to standard output; give a file name")
-        # Imported here: raw conversions need not pay for it.
-        from converter.writer import vhd_from_raw
+    # Coalesced VHD: composed straight into the VHD (converter.writer.VhdSink), one pass.
+    from converter.writer import VhdSink  # here: raw conversions need not pay for it
 
-        vhd_from_raw(scratch, output)
-    finally:
-        if os.path.exists(scratch):
-            os.unlink(scratch)
+    with Output(output, tmpdir=tmpdir) as out:
+        if type(out.sink) is not FileSink or out.pipe_fd is not None:
+            raise UsageError("output", "a VHD is written to a regular file; give a file name")
+        sink = VhdSink(out.fd, out.path)
+        size, members, warnings = compose(source, sink, allow_uuid_mismatch=allow_uuid_mismatch,
+                                          progress=progress, rule=rule)
+        written = sink.bytes_written
     return ConvertResult(str(output), "vhd", size, members, warnings, written)

@@ -263,7 +263,7 @@ def write_behind(sink, overlap=True):
     to overlap). Both readers release the GIL while they work: pread of extracted files, and
     isal's gzip reader (two inflates on two threads take the wall time of one), so the page
     cache copy of the writes runs alongside."""
-    if overlap and type(sink) is FileSink:
+    if overlap and (type(sink) is FileSink or getattr(sink, "overlappable", False)):
         return WriteBehind(sink)
     return contextlib.nullcontext(sink)
 

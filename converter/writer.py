@@ -12,10 +12,11 @@ import os
 import uuid as uuidlib
 
 from converter import bat as batlib
-from converter.errors import FormatError, UsageError
+from converter.errors import FormatError, OutputError, UsageError
 from converter.footer import FOOTER_SIZE, DiskType, Footer, chs_geometry, now_timestamp
 from converter.fsutil import atomic_path
 from converter.header import DEFAULT_BLOCK_SIZE, HEADER_SIZE, PLAT_MACX, PLAT_W2KU, DynamicHeader, ParentLocator
+from converter.sink import punch_hole
 
 DISK_TYPES = {"fixed": DiskType.FIXED, "dynamic": DiskType.DYNAMIC, "differencing": DiskType.DIFFERENCING}
 MAX_VHD_SIZE = 2040 * 1024 ** 3        # what blktap accepts
@@ -72,9 +73,7 @@ class VhdWriter:
             batmap = creator_app[:3] == b"tap" and creator_version >= batlib.TAP_BATMAP_SINCE
         self.batmap = batmap
         if batmap:
-            self.batmap_offset = pos
-            self.batmap_sectors = -(-((self.header.max_table_entries + 7) // 8) // 512)
-            pos += 512 + self.batmap_sectors * 512
+            pos += 512 + batmap_sectors(self.header.max_table_entries) * 512
         if self.type == DiskType.DIFFERENCING:
             if parent_uuid is None:
                 raise UsageError("parent", "a differencing disk needs the parent's UUID")
@@ -154,24 +153,8 @@ class VhdWriter:
             os.pwrite(self.fd, footer[:511] if self.footer_511 else footer, self.size)
             os.ftruncate(self.fd, self.size + (511 if self.footer_511 else 512))
             return
-        h = self.header
-        full = []
-        for block, mask in self.masks.items():
-            os.pwrite(self.fd, batlib.mask_bitmap(mask, self.spb, self.bitmap_size), self.bat[block] * 512)
-            if mask == (1 << self.spb) - 1:
-                full.append(block)
-        os.pwrite(self.fd, batlib.pack_bat(self.bat, h.max_table_entries), h.table_offset)
-        if self.batmap:
-            data = batlib.make_batmap(full, h.max_table_entries).ljust(self.batmap_sectors * 512, b"\0")
-            hdr = batlib.BatmapHeader(batmap_offset=self.batmap_offset + 512, batmap_size=self.batmap_sectors,
-                                      checksum=batlib.batmap_checksum(data, self.size))
-            os.pwrite(self.fd, hdr.pack(), self.batmap_offset)
-            os.pwrite(self.fd, data, self.batmap_offset + 512)
-        os.pwrite(self.fd, h.pack(), FOOTER_SIZE)
-        os.pwrite(self.fd, footer, 0)
-        tail = footer[:511] if self.footer_511 else footer
-        os.pwrite(self.fd, tail, self.data_end)
-        os.ftruncate(self.fd, self.data_end + len(tail))
+        write_dynamic_metadata(self.fd, self.footer, self.header, self.bat, self.masks, batmap=self.batmap,
+                               data_end=self.data_end, footer_511=self.footer_511)
 
     def __enter__(self):
         return self
@@ -182,6 +165,130 @@ class VhdWriter:
         else:
             self.closed = True
             os.close(self.fd)
+
+
+def write_dynamic_metadata(fd, footer, header, bat, masks, *, batmap, data_end, footer_511=False):
+    """Everything but the data of a dynamic/differencing VHD: each block's bitmap from
+    ``masks`` (block -> MSB-first present-sector mask), the BAT, blktap's batmap right after
+    the BAT (when ``batmap``), the header, the footer copy at 0 and the footer at ``data_end``,
+    where the file then ends."""
+    spb = header.sectors_per_block
+    full = []
+    for block, mask in masks.items():
+        os.pwrite(fd, batlib.mask_bitmap(mask, spb, header.bitmap_size), bat[block] * 512)
+        if mask == (1 << spb) - 1:
+            full.append(block)
+    os.pwrite(fd, batlib.pack_bat(bat, header.max_table_entries), header.table_offset)
+    if batmap:
+        at = header.table_offset + header.bat_size
+        sectors = batmap_sectors(header.max_table_entries)
+        data = batlib.make_batmap(full, header.max_table_entries).ljust(sectors * 512, b"\0")
+        hdr = batlib.BatmapHeader(batmap_offset=at + 512, batmap_size=sectors,
+                                  checksum=batlib.batmap_checksum(data, footer.current_size))
+        os.pwrite(fd, hdr.pack(), at)
+        os.pwrite(fd, data, at + 512)
+    packed = footer.pack()
+    os.pwrite(fd, header.pack(), FOOTER_SIZE)
+    os.pwrite(fd, packed, 0)
+    tail = packed[:511] if footer_511 else packed
+    os.pwrite(fd, tail, data_end)
+    os.ftruncate(fd, data_end + len(tail))
+
+
+def batmap_sectors(max_table_entries):
+    """Sectors of blktap's batmap: one bit per BAT entry."""
+    return -(-((max_table_entries + 7) // 8) // 512)
+
+
+class VhdSink:
+    """A composition target that is one dynamic VHD (the coalesced output), written in one pass.
+
+    The disk's size is known only at ``finish``: a tgz's members come in any order and the
+    leaf's size decides. So blocks go, in the order data first reaches them, after room for
+    the largest BAT and batmap a VHD can have; what the final metadata leaves unused stays a
+    hole. Every allocated block's bitmap is full (sectors never written read as zero), as in
+    ``vhd_from_raw``; blocks only ever given zeros are not allocated.
+    """
+
+    needs_zeroing = False
+    overlappable = True                  # may run on the write-behind thread
+
+    def __init__(self, fd, where, *, block_size=DEFAULT_BLOCK_SIZE, **footer_fields):
+        self.fd = fd
+        self.where = where
+        self.block_size = block_size
+        self.footer_fields = footer_fields
+        self.bitmap_size = -(-(block_size // 512 // 8) // 512) * 512
+        most = -(-MAX_VHD_SIZE // block_size)
+        room = FOOTER_SIZE + HEADER_SIZE + -(-most * 4 // 512) * 512 + 512 + batmap_sectors(most) * 512
+        self.data_start = -(-room // 4096) * 4096
+        self.data_end = self.data_start
+        self.slots = {}                  # block -> file offset of its bitmap
+        self.bytes_written = 0
+        self._sized = 0
+
+    def _slot(self, block):
+        at = self.slots.get(block)
+        if at is None:
+            at = self.slots[block] = self.data_end
+            self.data_end += self.bitmap_size + self.block_size
+            if self.data_end > self._sized:
+                # Size the file ahead: writes that extend a file cost ext4 several times more.
+                self._sized = self.data_end + 64 * (self.bitmap_size + self.block_size)
+                os.ftruncate(self.fd, self._sized)
+        return at
+
+    def _pieces(self, offset, length):
+        pos = 0
+        while pos < length:
+            block, within = divmod(offset + pos, self.block_size)
+            count = min(self.block_size - within, length - pos)
+            yield pos, block, within, count
+            pos += count
+
+    def write(self, offset, data):
+        view = memoryview(data)
+        try:
+            for pos, block, within, count in self._pieces(offset, len(view)):
+                os.pwrite(self.fd, view[pos:pos + count], self._slot(block) + self.bitmap_size + within)
+        except OSError as exc:
+            raise OutputError(self.where, f"write failed: {exc.strerror}") from None
+        self.bytes_written += len(view)
+
+    def zero(self, offset, length, prev):
+        if not prev:
+            return
+        for _, block, within, count in self._pieces(offset, length):
+            at = self.slots.get(block)
+            if at is not None:           # a block never written reads as zero already
+                punch_hole(self.fd, at + self.bitmap_size + within, count)
+
+    def reserve(self, size):
+        if size > MAX_VHD_SIZE:
+            raise OutputError(self.where, f"a VHD holds at most {MAX_VHD_SIZE} bytes; the disk is {size}")
+
+    def finish(self, size):
+        self.reserve(size)
+        entries = -(-size // self.block_size)
+        header = DynamicHeader(table_offset=FOOTER_SIZE + HEADER_SIZE, max_table_entries=entries,
+                               block_size=self.block_size)
+        fields = {"creator_app": b"tap\0", "creator_version": 0x00010003, **self.footer_fields}
+        footer = Footer(disk_type=DiskType.DYNAMIC, current_size=size, original_size=size,
+                        uuid=fields.pop("uuid", None) or uuidlib.uuid4(), timestamp=now_timestamp(),
+                        creator_os=TAP_OS if fields["creator_app"][:3] == b"tap" else OTHER_OS,
+                        geometry=chs_geometry(size), data_offset=FOOTER_SIZE, **fields)
+        bat = [batlib.UNUSED] * entries
+        full = (1 << header.sectors_per_block) - 1
+        masks = {}
+        for block, at in self.slots.items():
+            if block < entries:          # beyond the size: older data the leaf cut off
+                bat[block] = at // 512
+                masks[block] = full
+            else:
+                punch_hole(self.fd, at, self.bitmap_size + self.block_size)
+        batmap = footer.creator_app[:3] == b"tap" and footer.creator_version >= batlib.TAP_BATMAP_SINCE
+        write_dynamic_metadata(self.fd, footer, header, bat, masks, batmap=batmap, data_end=self.data_end)
+        self.uuid = footer.uuid
 
 
 def set_hidden(path, hidden):

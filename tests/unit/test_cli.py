@@ -162,3 +162,23 @@ def test_device_too_small(backup, tmp_path, loop_device):
     b.build(image)
     r = run("convert", image, loop_device, text=True)
     assert r.returncode == 1 and "device holds" in r.stderr
+
+
+def test_vhd_to_a_pipe_is_refused_before_any_work(backup, tmp_path):
+    _, image = backup
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    p = subprocess.run(f"{sys.executable} -m converter.cli convert -f vhd {image} - | cat", shell=True,
+                       capture_output=True, text=True, env=env)
+    assert p.stderr.strip() == "xen-vhd: output: a VHD is written to a regular file; give a file name"
+    assert p.stdout == "" and os.listdir(tmp_path) == []           # no temporary file left
+
+
+def test_vhd_to_stdout_redirected_to_a_file(backup, tmp_path):
+    b, image = backup
+    with open(tmp_path / "o.vhd", "wb") as out:
+        r = subprocess.run([sys.executable, "-m", "converter.cli", "convert", "-f", "vhd", str(image), "-"],
+                           stdout=out)
+    assert r.returncode == 0
+    assert run("check", tmp_path / "o.vhd").returncode == 0
+    assert run("convert", tmp_path / "o.vhd", tmp_path / "o.raw").returncode == 0
+    assert hashlib.md5((tmp_path / "o.raw").read_bytes()).hexdigest() == b.expected_md5()

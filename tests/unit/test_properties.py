@@ -1,6 +1,7 @@
 """Property-based: for random chains, the streaming conversion, the conversion of the extracted
 files (which reads only the sectors the rule still wants), the random-access reader and the
-coalesced VHD agree byte for byte with the builder's independently computed disk."""
+coalesced VHD (which must also pass vhd-util check's rules) agree byte for byte with the
+builder's independently computed disk."""
 
 import random
 
@@ -9,6 +10,7 @@ from hypothesis import strategies as st
 
 from converter.builder import ImageBuilder
 from converter.chain import ChainReader
+from converter.check import check_image
 from converter.convert import convert_image
 
 SECTOR = 512
@@ -64,6 +66,8 @@ def test_all_readers_agree_with_the_model(tmp_path_factory, spec):
     convert_image(members, tmp / "d.raw")
     assert (tmp / "d.raw").read_bytes() == expected
     convert_image(image, tmp / "p.vhd", output_format="vhd")
+    report = check_image(tmp / "p.vhd")             # vhd-util check's rules: the one-pass layout
+    assert report.ok and not report.warnings, report.problems + report.warnings
     with ChainReader([tmp / "p.vhd"]) as single:
         assert single.read(0, single.size) == expected
     with ChainReader(image) as reader:
