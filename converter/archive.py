@@ -13,7 +13,6 @@ import os
 import re
 import stat
 
-from converter import tarheader
 from converter.errors import ArchiveError, UsageError
 from converter.fsutil import atomic_path
 from converter.record import record
@@ -190,6 +189,7 @@ def iter_tar(stream, where):
 
     The caller may read any part of the member; the rest is skipped when it asks for the next.
     """
+    from converter import tarheader  # here: extracted images never read a tar header
     long_name = None
     pax = {}
     while True:

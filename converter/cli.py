@@ -206,15 +206,11 @@ def _variant_names():
 
 
 # --- parser -----------------------------------------------------------------------------------
-def build_parser():
-    p = argparse.ArgumentParser(prog="xen-vhd",
-                                description="Inspect, check, convert and build XenServer images (VHD chains in a tgz).")
-    p.add_argument("--version", action="version", version=f"xen-vhd {__version__}")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    src_help = "a XenServer image (.tgz), an extracted image directory, or VHD files newest first"
+SRC_HELP = "a XenServer image (.tgz), an extracted image directory, or VHD files newest first"
 
-    c = sub.add_parser("convert", help="convert an image to a raw disk (single pass) or one coalesced VHD")
-    c.add_argument("source", help=src_help.replace(", or VHD files newest first", " or a VHD file"))
+
+def _convert_arguments(c):
+    c.add_argument("source", help=SRC_HELP.replace(", or VHD files newest first", " or a VHD file"))
     c.add_argument("output", help="output file (replaced only when complete), a block device, or - for stdout")
     c.add_argument("-f", "--format", choices=("raw", "vhd"), default="raw")
     c.add_argument("--progress", action="store_true", default=None, help="show progress (default: on a terminal)")
@@ -227,15 +223,17 @@ def build_parser():
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_convert)
 
-    k = sub.add_parser("check", help="run vhd-util check's validations on every member and the chain")
-    k.add_argument("source", nargs="+", help=src_help)
+
+def _check_arguments(k):
+    k.add_argument("source", nargs="+", help=SRC_HELP)
     k.add_argument("--ignore-parent-uuid", action="store_true")
     k.add_argument("--no-bitmaps", action="store_true", help="skip reading every block's bitmap")
     k.add_argument("--json", action="store_true")
     k.set_defaults(func=cmd_check)
 
-    s = sub.add_parser("scan", help="print the chain as a tree, like vhd-util scan -p")
-    s.add_argument("source", nargs="+", help=src_help + ", or a directory of <uuid>.vhd files")
+
+def _scan_arguments(s):
+    s.add_argument("source", nargs="+", help=SRC_HELP + ", or a directory of <uuid>.vhd files")
     s.add_argument("-m", "--match", help="only VHDs whose name matches this glob (directories)")
     s.add_argument("-c", "--continue-on-failure", action="store_true")
     s.add_argument("-a", "--scan-parents", action="store_true")
@@ -244,20 +242,23 @@ def build_parser():
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_scan)
 
-    i = sub.add_parser("info", help="dump footer, header, locators, BAT and batmap, like vhd-util read -p")
-    i.add_argument("source", nargs="+", help=src_help)
+
+def _info_arguments(i):
+    i.add_argument("source", nargs="+", help=SRC_HELP)
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=cmd_info)
 
-    r = sub.add_parser("read", help="read bytes of the disk the chain represents")
-    r.add_argument("source", nargs="+", help=src_help)
+
+def _read_arguments(r):
+    r.add_argument("source", nargs="+", help=SRC_HELP)
     r.add_argument("--offset", type=parse_size, default=0)
     r.add_argument("--length", type=parse_size, default=512)
     r.add_argument("-x", "--hex", action="store_true", help="hexdump instead of raw bytes")
     r.add_argument("--ignore-parent-uuid", action="store_true")
     r.set_defaults(func=cmd_read)
 
-    b = sub.add_parser("build", help="build a XenServer image from a raw disk (for tests and real clouds)")
+
+def _build_arguments(b):
     b.add_argument("output", help="the .tgz to write")
     b.add_argument("--base", required=True, help="raw disk image that becomes the base (last member)")
     b.add_argument("--resize", type=parse_size, help="add a layer that grows the disk to this size")
@@ -268,11 +269,41 @@ def build_parser():
     b.add_argument("--no-batmap", dest="batmap", action="store_false", help="write no batmaps")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_build)
+
+
+COMMANDS = {
+    "convert": ("convert an image to a raw disk (single pass) or one coalesced VHD", _convert_arguments),
+    "check": ("run vhd-util check's validations on every member and the chain", _check_arguments),
+    "scan": ("print the chain as a tree, like vhd-util scan -p", _scan_arguments),
+    "info": ("dump footer, header, locators, BAT and batmap, like vhd-util read -p", _info_arguments),
+    "read": ("read bytes of the disk the chain represents", _read_arguments),
+    "build": ("build a XenServer image from a raw disk (for tests and real clouds)", _build_arguments),
+}
+
+
+def build_parser(command=None):
+    """The xen-vhd parser. ``command``: give only that subcommand its arguments (the one about to
+    run: the others' cost start-up time for nothing); None: all of them."""
+    p = argparse.ArgumentParser(prog="xen-vhd",
+                                description="Inspect, check, convert and build XenServer images (VHD chains in a tgz).")
+    p.add_argument("--version", action="version", version=f"xen-vhd {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (summary, add_arguments) in COMMANDS.items():
+        parser = sub.add_parser(name, help=summary)
+        if command is None or command == name:
+            add_arguments(parser)
     return p
 
 
+def _command_in(argv):
+    """The subcommand argv names (its first word not starting with '-'), if it is one."""
+    word = next((a for a in argv if not a.startswith("-")), None)
+    return word if word in COMMANDS else None
+
+
 def main(argv=None):
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_command_in(argv))
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -1,10 +1,11 @@
 """``@record``: plain data classes for the converter, without importing ``dataclasses``.
 
 ``dataclasses`` imports ``inspect`` (and with it ``ast``, ``dis``, ``tokenize``): ~18 ms, and
-decorating the converter's classes ~10 ms more, in every ``xen-vhd`` start. A conversion of a
-small image takes less than that. A record gets what the converter uses of a dataclass:
-``__init__`` from the annotated fields (defaults, ``factory(...)`` for mutable ones),
-``__repr__``, ``__eq__``, and with ``frozen=True`` immutability and ``__hash__``.
+decorating the converter's classes ~10 ms more (it compiles generated code), in every
+``xen-vhd`` start. A conversion of a small image takes less than that. A record gets what the
+converter uses of a dataclass: ``__init__`` from the annotated fields (defaults,
+``factory(...)`` for mutable ones), ``__repr__``, ``__eq__``, and with ``frozen=True``
+immutability and ``__hash__``.
 """
 
 _MISSING = object()
@@ -38,33 +39,17 @@ def _fields(cls):
 
 def _make(cls, frozen):
     names = _fields(cls)
-    env = {"_MISSING": _MISSING, "_set": object.__setattr__}
-    params, body = [], []
-    seen_default = False
+    defaults, factories = {}, {}
     for name in names:
         default = getattr(cls, name, _MISSING)
         if isinstance(default, factory):
-            env[f"_make_{name}"] = default.make
-            params.append(f"{name}=_MISSING")
-            value = f"_make_{name}() if {name} is _MISSING else {name}"
+            factories[name] = default.make
             delattr(cls, name)              # no shared mutable default on the class
         elif default is not _MISSING:
-            env[f"_default_{name}"] = default
-            params.append(f"{name}=_default_{name}")
-            value = name
-        else:
-            if seen_default:
-                raise TypeError(f"{cls.__name__}: field {name!r} without a default follows one with a default")
-            params.append(name)
-            value = name
-        seen_default = seen_default or default is not _MISSING
-        body.append(f"    _set(self, {name!r}, {value})" if frozen else f"    self.{name} = {value}")
-    if "__post_init__" in cls.__dict__:
-        body.append("    self.__post_init__()")
-    source = f"def __init__(self, {', '.join(params)}):\n" + ("\n".join(body) or "    pass") + "\n"
-    exec(compile(source, f"<record {cls.__name__}>", "exec"), env)
-    cls.__init__ = env["__init__"]
-    cls.__init__.__qualname__ = f"{cls.__name__}.__init__"
+            defaults[name] = default
+        elif defaults or factories:
+            raise TypeError(f"{cls.__name__}: field {name!r} without a default follows one with a default")
+    cls.__init__ = _init(cls.__name__, names, defaults, factories, "__post_init__" in cls.__dict__)
     cls._record_fields = names
     if "__repr__" not in cls.__dict__:
         cls.__repr__ = _repr
@@ -75,6 +60,36 @@ def _make(cls, frozen):
         cls.__setattr__ = _frozen_setattr
         cls.__delattr__ = _frozen_delattr
     return cls
+
+
+def _init(class_name, names, defaults, factories, post_init):
+    """One ``__init__`` for any record, without generating code: ``compile`` costs ~1 ms the
+    first time in a process. It writes ``__dict__`` directly, which frozen records allow."""
+    count = len(names)
+
+    def __init__(self, *args, **kwargs):
+        if len(args) > count:
+            raise TypeError(f"{class_name}() takes {count} arguments but {len(args)} were given")
+        values = self.__dict__
+        for name, value in zip(names, args):
+            values[name] = value
+        if len(args) < count or kwargs:
+            for name in names[len(args):]:
+                if name in kwargs:
+                    values[name] = kwargs.pop(name)
+                elif name in defaults:
+                    values[name] = defaults[name]
+                elif name in factories:
+                    values[name] = factories[name]()
+                else:
+                    raise TypeError(f"{class_name}() missing argument {name!r}")
+            if kwargs:
+                raise TypeError(f"{class_name}() got an unexpected or repeated argument {next(iter(kwargs))!r}")
+        if post_init:
+            self.__post_init__()
+
+    __init__.__qualname__ = f"{class_name}.__init__"
+    return __init__
 
 
 def _values(obj):

@@ -59,3 +59,12 @@ def test_post_init_runs():
             self.double = 2 * self.n
 
     assert Sized(4).double == 8
+
+
+def test_argument_errors():
+    with pytest.raises(TypeError, match="takes 3 arguments"):
+        Point(1, 2, [], 4)
+    with pytest.raises(TypeError, match="unexpected or repeated argument 'z'"):
+        Point(1, z=2)
+    with pytest.raises(TypeError, match="repeated argument 'x'"):
+        Point(1, x=2)
