@@ -11,17 +11,21 @@ semantics
     chain     -- the blktap read rule, written once (``Compositor``), and ``ChainReader``
 containers
     archive   -- XenServer images: tgz stream, directory or file list; naming, safety, order
+    tarheader -- one tar header, read (tarfile is not imported to read images: start-up time)
 conversion
-    sink      -- where converted bytes go: sparse raw file, block device, stdout, VHD
+    sink      -- where converted bytes go: sparse raw file, block device, stdout
     convert   -- single-pass tgz -> raw / coalesced VHD
 writers
-    writer    -- fixed, dynamic and differencing VHD writer; hidden flag rewrite
+    writer    -- fixed, dynamic and differencing VHD writer; VhdSink (one-pass coalesced
+                 VHD output); hidden flag rewrite
     builder   -- XenServer image builder (layers over a raw base) and its expected raw
 inspection
     check     -- blktap ``vhd-util check`` validations, per member and per chain
     scan      -- ``vhd-util scan -p`` style trees
     dump      -- ``vhd-util read -p`` style dumps
     cli       -- the ``xen-vhd`` command
+
+Plain data classes are ``record.record`` (not ``dataclasses``: start-up time).
 
 Errors: everything the converter rejects raises a subclass of ``errors.VhdError`` whose
 message is one line naming the file/member and the field.
