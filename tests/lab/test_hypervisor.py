@@ -232,6 +232,9 @@ def test_busy_address_is_retried(guest_image, tmp_path, monkeypatch):
         addr = orig(exclude)
         if not held:
             s = socket.socket()
+            # As the allocator's probe and QEMU do: a TIME_WAIT left by an earlier guest's SSH
+            # session on this address must not make the test's own bind fail.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind(addr)
             s.listen()
             held.append(s)
