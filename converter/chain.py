@@ -124,17 +124,7 @@ class Compositor:
         """True when ``apply`` of these sectors of ``layer`` would write nothing: newer layers
         own every one of them, or a newer layer's size cuts them off. Random-access sources
         then need not read the block (members come newest first)."""
-        reach = self.reach(layer)
-        end = first_sector + nsectors if reach is None else min(first_sector + nsectors, reach)
-        pos = first_sector
-        while pos < end:
-            chunk, offset = divmod(pos, CHUNK_SECTORS)
-            count = min(CHUNK_SECTORS - offset, end - pos)
-            need = span_mask(offset, offset + count)
-            if self._owned_by_newer(chunk, layer) & need != need:
-                return False
-            pos += count
-        return True
+        return not self.wanted(layer, first_sector, nsectors, None)
 
     def wanted(self, layer, first_sector, nsectors, mask):
         """Of the sectors ``mask`` marks present (MSB-first over ``nsectors``; None = all), those

@@ -117,8 +117,3 @@ def _frozen_setattr(self, name, value):
 
 def _frozen_delattr(self, name):
     raise FrozenRecordError(f"cannot delete field {name!r} of a frozen {type(self).__name__}")
-
-
-def as_dict(obj):
-    """The fields of a record, by name (shallow)."""
-    return {name: getattr(obj, name) for name in obj._record_fields}

@@ -213,11 +213,10 @@ class VhdSink:
     needs_zeroing = False
     overlappable = True                  # may run on the write-behind thread
 
-    def __init__(self, fd, where, *, block_size=DEFAULT_BLOCK_SIZE, **footer_fields):
+    def __init__(self, fd, where, *, block_size=DEFAULT_BLOCK_SIZE):
         self.fd = fd
         self.where = where
         self.block_size = block_size
-        self.footer_fields = footer_fields
         self.bitmap_size = -(-(block_size // 512 // 8) // 512) * 512
         most = -(-MAX_VHD_SIZE // block_size)
         room = FOOTER_SIZE + HEADER_SIZE + -(-most * 4 // 512) * 512 + 512 + batmap_sectors(most) * 512
@@ -272,11 +271,10 @@ class VhdSink:
         entries = -(-size // self.block_size)
         header = DynamicHeader(table_offset=FOOTER_SIZE + HEADER_SIZE, max_table_entries=entries,
                                block_size=self.block_size)
-        fields = {"creator_app": b"tap\0", "creator_version": 0x00010003, **self.footer_fields}
-        footer = Footer(disk_type=DiskType.DYNAMIC, current_size=size, original_size=size,
-                        uuid=fields.pop("uuid", None) or uuidlib.uuid4(), timestamp=now_timestamp(),
-                        creator_os=TAP_OS if fields["creator_app"][:3] == b"tap" else OTHER_OS,
-                        geometry=chs_geometry(size), data_offset=FOOTER_SIZE, **fields)
+        # Footer defaults: creator tap 1.3, as blktap writes (and so a batmap, as blktap would).
+        footer = Footer(disk_type=DiskType.DYNAMIC, current_size=size, original_size=size, uuid=uuidlib.uuid4(),
+                        timestamp=now_timestamp(), creator_os=TAP_OS, geometry=chs_geometry(size),
+                        data_offset=FOOTER_SIZE)
         bat = [batlib.UNUSED] * entries
         full = (1 << header.sectors_per_block) - 1
         masks = {}
@@ -286,9 +284,8 @@ class VhdSink:
                 masks[block] = full
             else:
                 punch_hole(self.fd, at, self.bitmap_size + self.block_size)
-        batmap = footer.creator_app[:3] == b"tap" and footer.creator_version >= batlib.TAP_BATMAP_SINCE
-        write_dynamic_metadata(self.fd, footer, header, bat, masks, batmap=batmap, data_end=self.data_end)
-        self.uuid = footer.uuid
+        write_dynamic_metadata(self.fd, footer, header, bat, masks,
+                               batmap=footer.creator_version >= batlib.TAP_BATMAP_SINCE, data_end=self.data_end)
 
 
 def set_hidden(path, hidden):

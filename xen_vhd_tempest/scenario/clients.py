@@ -15,7 +15,7 @@ the run instead of hanging it.
 
 import functools
 
-from xen_vhd_tempest.scenario.cloud import Cloud, CloudError, Flavor, Image, Server, Volume
+from xen_vhd_tempest.scenario.cloud import Cloud, CloudError, Flavor, Image, Server, Volume, backup_image_id
 
 DEFAULT_TIMEOUT = 120.0           # seconds per request without a response, when clouds.yaml has no api_timeout
 CONNECT_RETRIES = 3
@@ -216,13 +216,7 @@ class ClientsCloud(Cloud):
                                  raise_exc=False)
         if resp.status_code >= 400:
             raise CloudError(f"createBackup: HTTP {resp.status_code}: {resp.text[:300]}")
-        body = resp.json() if resp.content else {}
-        if body.get("image_id"):
-            return body["image_id"]
-        location = resp.headers.get("Location", "")
-        if location:
-            return location.rstrip("/").rsplit("/", 1)[-1]
-        raise CloudError("createBackup answered without an image id (neither body nor Location)")
+        return backup_image_id(resp.json() if resp.content else {}, resp.headers.get("Location", ""))
 
     # -- images ----------------------------------------------------------------------------------
     @_calls

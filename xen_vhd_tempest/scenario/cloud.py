@@ -60,6 +60,16 @@ class Flavor:
     ram_mb: int
 
 
+def backup_image_id(body, location):
+    """The image a createBackup answer names: in the body (microversion >= 2.45) or, before
+    that, as the last part of the Location header."""
+    if body.get("image_id"):
+        return body["image_id"]
+    if location:
+        return location.rstrip("/").rsplit("/", 1)[-1]
+    raise CloudError("createBackup answered without an image id (neither body nor Location)")
+
+
 class Cloud:
     """The calls the scenario makes. Implementations raise CloudError with the API's message."""
 

@@ -119,19 +119,18 @@ def build(backend) -> Service:
         vol = backend.create(req.context, body["volume"])
         return Response.json(202, {"volume": view_detail(req, vol, extended=False)})
 
-    def index(req):
+    def listing(req, view):
         vols = _filter(req, backend.list(req.context, req.arg("all_tenants") in ("1", "true", "True")))
-        body = {"volumes": [view_summary(req, v) for v in vols]}
+        body = {"volumes": [view(req, v) for v in vols]}
         if mv(req) >= (3, 45) and req.arg("with_count") in ("true", "True", "1"):
             body["count"] = len(vols)
         return Response.json(200, body)
 
+    def index(req):
+        return listing(req, view_summary)
+
     def detail(req):
-        vols = _filter(req, backend.list(req.context, req.arg("all_tenants") in ("1", "true", "True")))
-        body = {"volumes": [view_detail(req, v) for v in vols]}
-        if mv(req) >= (3, 45) and req.arg("with_count") in ("true", "True", "1"):
-            body["count"] = len(vols)
-        return Response.json(200, body)
+        return listing(req, view_detail)
 
     def _filter(req, vols):
         for key in ("name", "status"):

@@ -23,7 +23,16 @@ from tempest.common import waiters
 from tempest.common.utils.linux import remote_client
 from tempest.lib import exceptions as lib_exc
 
-from xen_vhd_tempest.scenario.cloud import Cloud, CloudError, Flavor, Image, Server, Volume, WaitTimeout
+from xen_vhd_tempest.scenario.cloud import (
+    Cloud,
+    CloudError,
+    Flavor,
+    Image,
+    Server,
+    Volume,
+    WaitTimeout,
+    backup_image_id,
+)
 from xen_vhd_tempest.scenario.ssh import SshError
 
 CONF = config.CONF
@@ -181,12 +190,7 @@ class TempestCloud(Cloud):
     @_calls
     def create_backup(self, server_id, name, backup_type, rotation):
         body = self.servers.create_backup(server_id, name=name, backup_type=backup_type, rotation=rotation)
-        if body.get("image_id"):                     # microversion >= 2.45
-            return body["image_id"]
-        location = body.response.get("location", "")
-        if location:
-            return location.rstrip("/").rsplit("/", 1)[-1]
-        raise CloudError("createBackup answered without an image id (neither body nor Location)")
+        return backup_image_id(body, body.response.get("location", ""))
 
     # -- images ----------------------------------------------------------------------------------
     @_calls

@@ -1,0 +1,12 @@
+"""The image a createBackup answer names, read once for both clouds (python-*clients, tempest)."""
+
+import pytest
+
+from xen_vhd_tempest.scenario.cloud import CloudError, backup_image_id
+
+
+def test_body_then_location_then_a_clear_error():
+    assert backup_image_id({"image_id": "abc"}, "http://x/v2/images/zzz") == "abc"      # >= 2.45
+    assert backup_image_id({}, "http://glance:9292/v2/images/f00d/") == "f00d"
+    with pytest.raises(CloudError, match="neither body nor Location"):
+        backup_image_id({}, "")
