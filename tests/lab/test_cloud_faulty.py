@@ -30,7 +30,6 @@ def lab():
 
 @pytest.fixture(scope="module")
 def chain(lab):
-    pytest.importorskip("converter.builder", reason="the reference converter's builder has not landed")
     from converter.builder import ImageBuilder, build_pattern
     from converter.convert import convert_image
     with private_dir("xvt-faulty-test-") as d:

@@ -43,17 +43,8 @@ BEYOND_IMAGE = 100 * MIB                 # past the image's 64 MiB: only the gro
 LAST_MIB = FLAVOR_DISK - MIB             # the disk's last MiB
 
 
-def _need(module, part):
-    try:
-        __import__(module)
-    except ImportError:
-        pytest.skip(f"{part} has not landed ({module})")
-
-
 @pytest.fixture(scope="module")
 def booted(lab):
-    _need("xen_vhd_tempest.lab.hypervisor", "the lab hypervisor")
-    _need("converter.check", "the reference converter's checker (XenServer import checks at boot)")
     from xen_vhd_tempest.lab.hypervisor import qemu_available
     reason = qemu_available()
     if reason:
@@ -88,7 +79,6 @@ def booted(lab):
 
 @pytest.fixture(scope="module")
 def backup(lab, booted):
-    _need("converter.check", "the reference converter's checker")
     from converter.convert import convert_image
     nova, glance = booted["nova"], lab.glance()
     t0 = time.monotonic()
@@ -367,7 +357,6 @@ def _upload(glance, path, name):
 
 @pytest.mark.parametrize("defect", ["hidden-leaf", "numbering-gap"])
 def test_boot_applies_xenserver_import_checks(lab, tmp_path, defect):
-    _need("converter.check", "the reference converter's checker")
     glance, nova = lab.glance(), lab.nova("2.60")
     tgz = _chain_image(tmp_path / "bad.tgz", hide_leaf=defect == "hidden-leaf", gap=defect == "numbering-gap")
     image = _upload(glance, tgz, f"bad-{defect}")
@@ -384,7 +373,6 @@ def test_boot_applies_xenserver_import_checks(lab, tmp_path, defect):
 
 
 def test_volume_refuses_an_image_bigger_than_itself(lab, tmp_path):
-    _need("converter.check", "the reference converter's checker")
     glance, cinder = lab.glance(), lab.cinder()
     image = _upload(glance, _chain_image(tmp_path / "big.tgz", size=2 * GIB), "two-gib")
     try:

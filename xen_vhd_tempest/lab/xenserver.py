@@ -44,10 +44,7 @@ def check_xenserver_image(tgz) -> list:
 
     Raises ``Fault`` with one line naming the problem.
     """
-    try:
-        from converter.check import check_image
-    except ImportError as error:  # the reference converter's checker has not landed
-        raise Fault(f"cannot check XenServer image: {error}") from None
+    from converter.check import check_image
     from converter.errors import VhdError
     try:
         report = check_image(str(tgz))

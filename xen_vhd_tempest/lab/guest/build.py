@@ -479,10 +479,7 @@ def build(cache_dir: Path, kernel_path: Path | None = None, progress=None, xense
 
 def _export_xenserver(raw: Path, tgz: Path, say) -> None:
     """Single-member XenServer image (./0.vhd in a tgz) through the reference converter."""
-    try:
-        from converter.builder import image_from_raw
-    except ImportError:
-        return
+    from converter.builder import image_from_raw
     say("exporting XenServer image")
     tmp = tgz.with_name(tgz.name + f".tmp{os.getpid()}")
     try:
