@@ -5,7 +5,6 @@ import errno
 import getopt
 import os
 import sys
-import uuid as uuidlib
 
 from converter import bat as batlib
 from converter.errors import VhdError
@@ -175,8 +174,8 @@ def cmd_query(argv):
 
 
 # --- resize / revert ------------------------------------------------------------------------
-def _mib(cmd, text):
-    if not text.isdigit() or int(text) <= 0 or int(text) > (2040 * 1024):
+def _mib(cmd, text, minimum=1):
+    if not text.isdigit() or int(text) < minimum or int(text) > (2040 * 1024):
         raise Usage(cmd)
     return int(text)
 
@@ -190,7 +189,7 @@ def cmd_resize(argv):
         elif o == "-j":
             jname = a
         elif o == "-s":
-            size = _mib("resize", a)
+            size = _mib("resize", a, 0)    # query -v of a disk under 1 MiB says 0
         elif o == "-f":
             raise Usage("resize")      # fast resize: not implemented, see the README
     if not name or not jname or size is None:
@@ -323,7 +322,7 @@ def cmd_set(argv):
     name = field = value = None
     for o, a in _opts("set", argv, "n:f:v:h"):
         if o == "-n":
-            name, field, value = a, field, value
+            name = a
         elif o == "-f":
             field = a
         elif o == "-v":
