@@ -191,3 +191,38 @@ def test_invoked_as_vhd_util_symlink(tmp_path):
     r = subprocess.run([str(link), "query", "-n", str(tmp_path / "none"), "-v"], capture_output=True, text=True,
                        env=env())
     assert (r.returncode, r.stdout) == (2, f"error opening {tmp_path / 'none'}: -2\n")
+
+
+def test_coalesce_refusals(tmp_path):
+    paths = _members(tmp_path, chain(2))
+    r = run("coalesce", "-n", paths[1])
+    assert (r.returncode, r.stdout) == (22, "coalescing of non-differencing disks is not supported\n")
+    before = [open(p, "rb").read() for p in paths]
+    r = run("coalesce", "-n", paths[0])          # the builder's locators name a missing file
+    assert (r.returncode, r.stdout) == (2, f"error finding {paths[0]} parent: -2\n")
+    assert [open(p, "rb").read() for p in paths] == before
+
+
+def test_revert_refuses_a_torn_journal(tmp_path):
+    paths = _members(tmp_path, chain(2))
+    j = tmp_path / "j"
+    j.write_bytes(b"XVHDJRN1" + b"\0" * 60)
+    before = open(paths[1], "rb").read()
+    r = run("revert", "-n", paths[1], "-j", j)
+    assert r.returncode == 22 and r.stdout.startswith("opening journal failed: -22") and r.stdout.count("\n") == 1
+    assert open(paths[1], "rb").read() == before
+
+
+def test_modify_parent_rewrites_header_and_locators(tmp_path):
+    from converter.header import HEADER_SIZE, PLAT_MACX, PLAT_W2KU, DynamicHeader
+    from converter.writer import read_footer
+    paths = _members(tmp_path, chain(2))
+    assert run("modify", "-n", paths[0], "-p", paths[1]).returncode == 0
+    with open(paths[0], "rb") as f:
+        raw = f.read()
+    h = DynamicHeader.unpack(raw[512:512 + HEADER_SIZE])
+    assert h.computed_checksum == h.checksum
+    assert h.parent_uuid == read_footer(paths[1]).uuid and h.parent_name == "1.vhd"
+    assert h.parent_timestamp == (int(os.stat(paths[1]).st_mtime) - 946684800)
+    locs = {loc.code: raw[loc.data_offset:loc.data_offset + loc.data_length] for loc in h.locators if loc.used}
+    assert locs == {PLAT_MACX: b"file://./1.vhd", PLAT_W2KU: ".\\1.vhd".encode("utf-16-le")}
