@@ -336,7 +336,11 @@ def cmd_set(argv):
 
 def _inspect(cmd):
     def run(argv):
-        from converter.vhdutil import inspect
+        try:
+            from converter.vhdutil import inspect
+        except ImportError:
+            print(f"{cmd}: not available in this build of xen-vhd-util")
+            return errno.ENOSYS
         return getattr(inspect, cmd)(argv)
     return run
 
