@@ -24,6 +24,7 @@ inspection
     scan      -- ``vhd-util scan -p`` style trees
     dump      -- ``vhd-util read -p`` style dumps
     cli       -- the ``xen-vhd`` command
+    vhdutil   -- ``xen-vhd-util``: blktap's ``vhd-util`` command line, editing VHDs in place
 
 Plain data classes are ``record.record`` (not ``dataclasses``: start-up time).
 
