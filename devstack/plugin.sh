@@ -3,7 +3,8 @@
 #   source devstack/plugin.sh MODE [PHASE]
 #
 # stack pre-install   qemu-img (to make the base disk raw); vhd-util where a package exists
-# stack install       this project on the host (the reference converter: xen-vhd build)
+# stack install       this project on the host (the reference converter: xen-vhd build), and
+#                     its xen-vhd-util linked as vhd-util when none is on PATH (Cinder calls it)
 # stack post-config   glance-api.conf: vhd in disk_formats, ovf in container_formats, and the
 #                     format inspector told not to reject a tgz whose disk_format is vhd
 # stack extra         build a XenServer image (vhd chain in a tgz) from a bootable disk and
@@ -37,6 +38,19 @@ function install_xen_vhd_tempest {
     pip_install "$XEN_VHD_TEMPEST_DIR"
 }
 
+# install_xen_vhd_tempest_vhd_util - Cinder's XenServer path (fix_vhd_chain, coalesce_chain)
+# runs vhd-util; no distribution ships blktap's any more, so the project's drop-in takes its
+# name unless a real one is already on PATH
+function install_xen_vhd_tempest_vhd_util {
+    if command -v vhd-util >/dev/null 2>&1; then
+        return
+    fi
+    local drop_in
+    drop_in=$(command -v xen-vhd-util) || die "$LINENO" "xen-vhd-util is not on PATH after installing xen-vhd-tempest"
+    sudo mkdir -p "$(dirname "$XEN_VHD_TEMPEST_VHD_UTIL_LINK")"
+    sudo ln -sf "$drop_in" "$XEN_VHD_TEMPEST_VHD_UTIL_LINK"
+}
+
 # _xen_vhd_tempest_add_to_list FILE OPTION ITEM DEFAULT_LIST
 # Make ITEM part of the comma-separated [image_format] OPTION (glance's own default list when
 # unset; the deprecated [DEFAULT] spelling is carried over).
@@ -66,8 +80,8 @@ function configure_xen_vhd_tempest_glance {
         iniset "$GLANCE_API_CONF" image_format require_image_format_match False
     fi
     if is_service_enabled cinder && ! command -v vhd-util >/dev/null 2>&1; then
-        warn "$LINENO" "vhd-util is not installed: Cinder cannot convert vhd/ovf images to volumes " \
-            "(set XEN_VHD_TEMPEST_VHD_UTIL_PACKAGE where a package exists)"
+        warn "$LINENO" "vhd-util is not on PATH: Cinder cannot convert vhd/ovf images to volumes " \
+            "(set XEN_VHD_TEMPEST_INSTALL_VHD_UTIL=True, or XEN_VHD_TEMPEST_VHD_UTIL_PACKAGE where a package exists)"
     fi
 }
 
@@ -159,6 +173,9 @@ if is_service_enabled xen-vhd-tempest; then
     elif [[ "$1" == "stack" && "$2" == "install" ]]; then
         echo_summary "Installing xen-vhd-tempest"
         install_xen_vhd_tempest
+        if [[ "$XEN_VHD_TEMPEST_INSTALL_VHD_UTIL" == "True" ]]; then
+            install_xen_vhd_tempest_vhd_util
+        fi
 
     elif [[ "$1" == "stack" && "$2" == "post-config" ]]; then
         if is_service_enabled glance g-api; then

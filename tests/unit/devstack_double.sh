@@ -74,6 +74,8 @@ function echo_summary { _record echo_summary "$@"; }
 function install_package { _record install_package "$@"; }
 function pip_install { _record pip_install "$@"; }
 function warn { _record warn "$@"; }
+# sudo runs the command as the test's user: every path it is given lies in the test's directory
+function sudo { _record sudo "$@"; "$@"; }
 
 function tox {
     _record tox "$PWD" "$@"
