@@ -144,7 +144,7 @@ def test_xen_vhd_util_becomes_vhd_util_for_cinder(devstack):
     assert Path(os.readlink(link)) == Path(sys.executable).parent / "xen-vhd-util"
     # under that name it is blktap's vhd-util: its usage lists blktap's subcommands
     proc = subprocess.run([str(link)], capture_output=True, text=True, env=devstack.env, timeout=60)
-    assert proc.returncode != 0
+    assert proc.stdout.startswith("usage: vhd-util COMMAND")
     assert "coalesce" in proc.stdout + proc.stderr and "modify" in proc.stdout + proc.stderr
     assert ["sudo", "ln", "-sf", str(Path(sys.executable).parent / "xen-vhd-util"), str(link)] in devstack.calls()
 
