@@ -144,6 +144,7 @@ class ParallelGzipReader:
         self._file = fileobj
         self._threads = threads
         self._gz = None
+        self._produced = 0
 
     def _inflate(self, step):
         if self._gz is None:
@@ -158,13 +159,22 @@ class ParallelGzipReader:
         try:
             return step(self._gz)
         except Exception as exc:
+            if "gzip/zlib header" in str(exc):
+                # rapidgzip finds it reading ahead, before the data in front is handed out: the
+                # file began with a gzip magic, so a later member header, or garbage after the end.
+                raise ArchiveError(self.where, "a gzip member header does not parse: unexpected bytes after "
+                                   "the end of the gzip stream (trailing garbage appended to the .tgz?)") from None
             raise ArchiveError(self.where, f"corrupt gzip data: {_first_line(exc)}") from None
 
     def read(self, n):
-        return self._inflate(lambda gz: gz.read(n))
+        piece = self._inflate(lambda gz: gz.read(n))
+        self._produced += len(piece)
+        return piece
 
     def readinto(self, view):
-        return self._inflate(lambda gz: gz.readinto(view))
+        n = self._inflate(lambda gz: gz.readinto(view))
+        self._produced += n
+        return n
 
     def close(self):
         if self._gz is not None:
