@@ -11,6 +11,9 @@ convert in under a second get 3x as many):
   ours tgz->raw            xen-vhd convert IMAGE.tgz OUT.raw
   isal -d                  python -m isal.igzip -d -c IMAGE.tgz > /dev/null  (decompression floor)
   gzip -dc                 gzip -dc IMAGE.tgz > /dev/null
+  rapidgzip -P N -d        rapidgzip -P N -d -c IMAGE.tgz > /dev/null  (parallel decompression,
+                           N = the cores; when the rapidgzip package is installed)
+  ours tgz->raw rapidgzip  XEN_VHD_GZIP=rapidgzip xen-vhd convert IMAGE.tgz OUT.raw
   tar+qemu-img             tar -xzf SINGLE.tgz + qemu-img convert -f vpc -O raw 0.vhd  (the seed
                            pipeline minus vhd-util, on a single-member image of the same disk)
   ours tgz->vhd            xen-vhd convert -f vhd IMAGE.tgz OUT.vhd
@@ -171,9 +174,11 @@ def prepare(shape, cache):
 
 
 GNU_TIME = shutil.which("time", path="/usr/bin:/bin")
+RAPIDGZIP = shutil.which("rapidgzip", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
-def timed(cmd, *, stdout=subprocess.DEVNULL):
+def timed(cmd, *, stdout=subprocess.DEVNULL, env=None):
     """(seconds, peak RSS bytes) of one command.
 
     Peak RSS comes from GNU time when installed: wait4's ru_maxrss of our own child would
@@ -183,7 +188,8 @@ def timed(cmd, *, stdout=subprocess.DEVNULL):
     os.close(fd)
     wrapped = [GNU_TIME, "-q", "-o", report, "-f", "%M", *cmd] if GNU_TIME else cmd
     t = time.monotonic()
-    p = subprocess.Popen(wrapped, stdout=stdout, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen(wrapped, stdout=stdout, stderr=subprocess.DEVNULL,
+                         env=None if env is None else {**os.environ, **env})
     _, status, usage = os.wait4(p.pid, 0)
     elapsed = time.monotonic() - t
     code = os.waitstatus_to_exitcode(status)
@@ -231,6 +237,9 @@ def measure(shape, info, work, runs):
         "ours +progress": lambda: timed(xen_vhd("convert", "--progress", info["image"], out_raw)),
         "isal -d": lambda: timed([sys.executable, "-m", "isal.igzip", "-d", "-c", info["image"]]),
         "gzip -dc": lambda: timed(["gzip", "-dc", info["image"]]),
+        "rapidgzip -P N -d": lambda: timed([RAPIDGZIP, "-P", str(CORES), "-d", "-c", info["image"]]),
+        "ours tgz->raw rapidgzip": lambda: timed(xen_vhd("convert", info["image"], out_raw),
+                                                 env={"XEN_VHD_GZIP": "rapidgzip"}),
         "tar+qemu-img": tar_qemu,
         "ours tgz->vhd": lambda: timed(xen_vhd("convert", "-f", "vhd", info["image"], out_vhd)),
         "ours dir->raw": lambda: timed(xen_vhd("convert", info["members_dir"], out_raw)),
@@ -239,6 +248,9 @@ def measure(shape, info, work, runs):
     }
     if not shutil.which("qemu-img"):
         for k in ("tar+qemu-img", "qemu-img vhd->raw"):
+            cases.pop(k)
+    if not RAPIDGZIP:
+        for k in ("rapidgzip -P N -d", "ours tgz->raw rapidgzip"):
             cases.pop(k)
     samples = {k: [] for k in cases}
     cpu = {k: [] for k in cases}
@@ -284,6 +296,10 @@ def measure(shape, info, work, runs):
         "+progress / tgz->raw (cpu)": statistics.median(cpu_pairs),   # less noisy on a shared machine
         "+progress in-process": 1 + share,       # time inside progress reporting, measured where it runs
     }
+    if "rapidgzip -P N -d" in med:
+        # The issue's goal: <= 0.8 on 2 cores for chains >= 1 GiB.
+        ratios["tgz->raw rapidgzip / isal -d"] = med["ours tgz->raw rapidgzip"] / med["isal -d"]
+        ratios["rapidgzip -d / isal -d"] = med["rapidgzip -P N -d"] / med["isal -d"]
     if "tar+qemu-img" in med:
         ratios["tgz->raw / tar+qemu-img"] = ours / med["tar+qemu-img"]
         ratios["dir->raw / qemu-img vhd->raw"] = med["ours dir->raw"] / med["qemu-img vhd->raw"]

@@ -285,9 +285,9 @@ def open_source(source):
     else:
         with open(path, "rb") as raw:
             if kind == "tgz":
-                from converter.gzstream import GzipReader  # here: isal's import costs ~5 ms
+                from converter.gzstream import open_reader  # here: isal's import costs ~5 ms
 
-                stream = GzipReader(raw, path)
+                stream = open_reader(raw, path)
             else:
                 stream = raw
             try:

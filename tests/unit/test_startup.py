@@ -52,3 +52,4 @@ def test_converting_a_tgz_imports_nothing_heavy_but_the_gzip_library(image, tmp_
     assert "converter.gzstream" in modules and "converter.tarheader" in modules
     # isal's igzip module imports typing; nothing else heavy
     assert not (modules & HEAVY - {"shutil", "typing"}), modules & HEAVY
+    assert "rapidgzip" not in modules          # the parallel decoder only when XEN_VHD_GZIP asks
