@@ -1,0 +1,178 @@
+"""The fuzz targets and their seed corpora (made by converter.builder at run time)."""
+
+import io
+import os
+import random
+import tarfile
+import tempfile
+
+from converter import archive, bat, footer, header
+from converter.builder import ImageBuilder
+from converter.convert import compose
+from converter.member import VhdMember
+from converter.sink import MemorySink
+from converter.source import FileSource, StreamSource
+
+# A scratch file per process for targets that need a path (tmpfs when there is one).
+_SCRATCH_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+_SCRATCH = os.path.join(_SCRATCH_DIR, f"xen-vhd-fuzz-{os.getpid()}")
+
+
+def _scratch(data, suffix=""):
+    path = _SCRATCH + suffix
+    with open(path, "wb") as f:
+        f.write(data)
+    return path
+
+
+def members():
+    """Three small members, newest first: base, a grown layer, a leaf with a batmap."""
+    rnd = random.Random(15)
+    b = ImageBuilder(rnd.randbytes(64 * 1024), block_size=4096)
+    b.snapshot(size=b.size + 8192)
+    b.write(1000, rnd.randbytes(3000))
+    b.snapshot()
+    b.write(b.size - 5000, rnd.randbytes(700))
+    with tempfile.TemporaryDirectory() as d:
+        return [open(p, "rb").read() for p in b.write_members(d, batmap=True)]
+
+
+def tar_of(datas):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as t:
+        for i, data in enumerate(datas):
+            info = tarfile.TarInfo(f"./{i}.vhd")
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+# --- targets --------------------------------------------------------------------------------
+def t_footer(data):
+    f = footer.Footer.unpack(data[:512])
+    f.findings(len(data))
+    f.reasons()
+    _ = (f.type_label, f.creator)   # properties: they parse fields too
+    f.hidden_checksum_ok()
+    f.matches(f)
+    f.pack()
+
+
+def t_header(data):
+    h = header.DynamicHeader.unpack(data[:1024])
+    h.findings(None, len(data))
+    _ = (h.sectors_per_block, h.bitmap_size, h.bat_size)
+    h.decode_parent_name()
+    h.decode_parent_name(old_tap=True)
+    h.pack()
+
+
+def t_locators(data):
+    h = header.DynamicHeader.unpack(data[:1024])
+    rest = data[1024:]
+    h.locator_findings(len(data))
+    for i, loc in enumerate(h.locators):
+        loc.decode(rest)
+        loc.findings(i, h.locator_raw(i), len(data))
+        _ = (loc.space_bytes, loc.ms_size)
+        loc.pack()
+
+
+def t_bat(data):
+    if len(data) < 4:
+        return
+    entries = int.from_bytes(data[:2], "big")
+    size = int.from_bytes(data[2:4], "big") * 512 * 8
+    body = data[4:]
+    # The member reader hands unpack_bat whole entries (it reads bat_size sectors).
+    table = bat.unpack_bat(body[:len(body) - len(body) % 4], entries)
+    bat.pack_bat(list(table), max(entries, len(table)))
+    bh = bat.BatmapHeader.unpack(body)
+    map_bytes = body[512:]
+    if bh is not None:
+        bh.problems(map_bytes, size, entries, len(data))
+        bh.pack()
+        bat.batmap_checksum(map_bytes, size, bh.batmap_version)
+    n = bat.batmap_map_size(size)
+    for block in range(min(entries, len(map_bytes) * 8)):
+        bat.batmap_bit(map_bytes, block)
+    nsectors = min(len(body) * 8, 4096)
+    mask = bat.bitmap_mask(body, nsectors)
+    bat.mask_runs(mask, nsectors)
+    bat.mask_bitmap(mask, nsectors, n + (-n % 512) or 512)
+
+
+def _drain(member):
+    for _block in member.blocks():
+        pass
+    member.finish()
+
+
+def t_member_file(data):
+    with FileSource(_scratch(data), "fuzz.vhd") as src:
+        _drain(VhdMember.open(src))
+    with FileSource(_SCRATCH, "fuzz.vhd") as src:
+        VhdMember.inspect(src)
+
+
+def t_member_stream(data):
+    stream = io.BytesIO(data)
+    src = StreamSource(stream.read, len(data), "fuzz.tgz:0.vhd", readinto=stream.readinto)
+    _drain(VhdMember.open(src))
+    stream.seek(0)
+    VhdMember.inspect(StreamSource(stream.read, len(data), "fuzz.tgz:0.vhd", readinto=stream.readinto))
+
+
+def t_tarheader(data):
+    for _name, info, reader in archive.iter_tar(io.BytesIO(data), "fuzz.tar"):
+        info.kind()
+        reader.read(min(info.size, 1024))
+
+
+def t_compositor(data):
+    # The whole chain operation as convert runs it on a stream (an uncompressed tar: gzip
+    # would only hide the bytes from the fuzzer), into a bounded in-memory window.
+    path = _scratch(data, ".tar")
+    try:
+        compose(path, MemorySink(0, 1 << 20))
+    finally:
+        os.unlink(path)
+
+
+def _seed_vhds():
+    return members()
+
+
+def _seed_headers():
+    return [m[512:512 + 1024 + 4096] for m in members()]
+
+
+def _seed_footers():
+    return [m[-512:] for m in members()]
+
+
+def _seed_bat():
+    out = []
+    for m in members():
+        h = header.DynamicHeader.unpack(m[512:1536])
+        n = h.max_table_entries
+        table = m[h.table_offset:h.table_offset + h.bat_size * 512 + 1024]
+        out.append(n.to_bytes(2, "big") + (1).to_bytes(2, "big") + table)
+    return out
+
+
+def _seed_tar():
+    ms = members()
+    return [tar_of(ms), tar_of(ms[-1:])]
+
+
+TARGETS = {
+    "footer": (t_footer, _seed_footers),
+    "header": (t_header, _seed_headers),
+    "locators": (t_locators, _seed_headers),
+    "bat": (t_bat, _seed_bat),
+    "member-file": (t_member_file, _seed_vhds),
+    "member-stream": (t_member_stream, _seed_vhds),
+    "tarheader": (t_tarheader, _seed_tar),
+    "compositor": (t_compositor, _seed_tar),
+}
