@@ -236,6 +236,12 @@ def scan_directory(path, *, pattern=None, continue_on_failure=False, scan_parent
     pattern = pattern or "*.vhd"
     targets = sorted(os.path.join(path, e) for e in os.listdir(path)
                      if fnmatch.fnmatchcase(e, pattern) and os.path.isfile(os.path.join(path, e)))
+    return scan_files(targets, continue_on_failure=continue_on_failure, scan_parents=scan_parents)
+
+
+def scan_files(targets, *, continue_on_failure=False, scan_parents=False):
+    """``vhd-util scan [-c] [-a] -p FILES``: the given VHD files as a forest, error nodes first."""
+    targets = [os.path.abspath(t) for t in targets]
     nodes, errors = {}, []
     queue = list(targets)
     basenames = {os.path.basename(t) for t in targets}

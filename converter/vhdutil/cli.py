@@ -336,11 +336,7 @@ def cmd_set(argv):
 
 def _inspect(cmd):
     def run(argv):
-        try:
-            from converter.vhdutil import inspect
-        except ImportError:
-            print(f"{cmd}: not available in this build of xen-vhd-util")
-            return errno.ENOSYS
+        from converter.vhdutil import inspect  # only when inspecting: start-up time
         return getattr(inspect, cmd)(argv)
     return run
 

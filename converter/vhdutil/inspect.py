@@ -1,0 +1,99 @@
+"""vhd-util's inspection subcommands: check, read, scan (blktap vhd/lib/vhd-util-{check,read,scan}.c).
+
+Thin over the converter's own inspection (``converter.check``, ``converter.dump``,
+``converter.scan``), which already speaks blktap's voice for ``xen-vhd``; here only blktap's
+command lines and exit codes are added. Each returns blktap's exit code (an errno).
+"""
+
+import errno
+import fnmatch
+import getopt
+import os
+
+from converter.errors import VhdError
+
+EINVAL = errno.EINVAL
+
+
+def _opts(argv, spec, usage):
+    try:
+        opts, rest = getopt.getopt(argv, spec)
+    except getopt.GetoptError:
+        print(usage)
+        return None, None
+    return dict(opts), rest
+
+
+def check(argv):
+    """``check -n NAME [-i] [-b] [-t] [-p]``: NAME is valid (0) or why not, then 'appears invalid' (22)."""
+    usage = "options: -n <file> [-i ignore missing primary footers] [-I ignore parent uuids] " \
+            "[-t ignore timestamps] [-b check bitmaps] [-p check parents] [-h help]"
+    opts, rest = _opts(argv, "n:iItbpsCBh", usage)
+    if opts is None or "-h" in opts or "-n" not in opts or rest:
+        print(usage)
+        return EINVAL
+    from converter.check import check_image
+    name = opts["-n"]
+    if not os.path.exists(name):
+        print(f"error opening {name}: -{errno.ENOENT}")
+        return errno.ENOENT
+    try:
+        report = check_image(name, ignore_parent_uuid="-I" in opts, check_bitmaps="-b" in opts,
+                             ignore_timestamps="-t" in opts)
+    except VhdError as exc:
+        print(f"{name} appears invalid; dumping metadata")
+        print(exc)
+        return EINVAL
+    (member,) = report.members
+    if member.ok:
+        print(f"{name} is valid")
+        return 0
+    for problem in member.problems:
+        print(problem)
+    print(f"{name} appears invalid; dumping metadata")
+    return EINVAL
+
+
+def read(argv):
+    """``read -n NAME -p``: footer, header, locators, BAT and batmap summaries, as blktap prints them."""
+    usage = "options: -n <name> [-p print VHD headers] [-h help]"
+    opts, rest = _opts(argv, "n:ptb:m:i:aj:d:c:rxh", usage)
+    if opts is None or "-h" in opts or "-n" not in opts or rest or "-p" not in opts:
+        print(usage)
+        return EINVAL
+    from converter import dump
+    name = opts["-n"]
+    if not os.path.exists(name):
+        print(f"error opening {name}: -{errno.ENOENT}")
+        return errno.ENOENT
+    try:
+        dumps = dump.dump_image(name)
+    except VhdError as exc:
+        print(f"error opening {name}: -{EINVAL} ({exc})")
+        return EINVAL
+    print("\n".join(dump.format_dump(d) for d in dumps))
+    return 0
+
+
+def scan(argv):
+    """``scan [-m FILTER] [-f] [-c] [-p] [-a] [-v] FILES``: the files' parent/child forest."""
+    usage = ("usage: [OPTIONS] FILES\noptions: [-m match filter] [-f fast] [-c continue on failure] "
+             "[-l LVM volume] [-p pretty print] [-a scan parents] [-v verbose] [-h help]")
+    opts, files = _opts(argv, "m:fcl:pavh", usage)
+    if opts is None or "-h" in opts:
+        print(usage)
+        return EINVAL
+    if "-l" in opts:
+        print(f"scan -l {opts['-l']}: LVM volume groups are not supported; scan the VHD files")
+        return errno.ENOSYS
+    if "-m" in opts:
+        files = [f for f in files if fnmatch.fnmatchcase(os.path.basename(f), opts["-m"])]
+    if not files:
+        print(usage)
+        return EINVAL
+    from converter import scan as scanmod
+    nodes = scanmod.scan_files(files, continue_on_failure="-c" in opts, scan_parents="-a" in opts)
+    text = scanmod.format_tree(nodes, pretty="-p" in opts, verbose="-v" in opts)
+    if text:
+        print(text)
+    return EINVAL if any(getattr(n, "error", None) for n in nodes) and "-c" not in opts else 0

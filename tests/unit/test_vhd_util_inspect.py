@@ -1,0 +1,81 @@
+"""xen-vhd-util check / read / scan through the command line, on images from the builder."""
+
+import subprocess
+import sys
+import tarfile
+
+import pytest
+
+from converter.builder import ImageBuilder, build_pattern
+
+MiB = 1 << 20
+
+
+def vhd_util(*args):
+    return subprocess.run([sys.executable, "-m", "converter.vhdutil", *map(str, args)],
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    d = tmp_path_factory.mktemp("inspect")
+    b = ImageBuilder(build_pattern(3, 2 * MiB))
+    b.snapshot(size=8 * MiB)
+    b.write(3 * MiB, b"\x42" * 4096)
+    image = b.build(str(d / "image.tgz"))
+    with tarfile.open(image) as tar:
+        tar.extractall(d / "x", filter="data")
+    return d / "x"
+
+
+def test_check_calls_a_builder_member_valid(chain):
+    proc = vhd_util("check", "-n", chain / "1.vhd")
+    assert proc.returncode == 0, proc.stdout
+    assert proc.stdout == f"{chain / '1.vhd'} is valid\n"
+
+
+def test_check_refuses_what_is_not_a_vhd(chain, tmp_path):
+    bad = tmp_path / "bad.vhd"
+    bad.write_bytes(b"not a vhd" * 200)
+    proc = vhd_util("check", "-n", bad)
+    assert proc.returncode == 22
+    assert proc.stdout.splitlines()[0] == f"{bad} appears invalid; dumping metadata"
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_check_read_and_scan_name_a_missing_file(tmp_path):
+    for cmd in (["check", "-n"], ["read", "-p", "-n"]):
+        proc = vhd_util(*cmd, tmp_path / "nope.vhd")
+        assert proc.returncode == 2
+        assert proc.stdout == f"error opening {tmp_path / 'nope.vhd'}: -2\n"
+
+
+def test_usage_without_a_name():
+    for cmd in ("check", "read"):
+        proc = vhd_util(cmd)
+        assert proc.returncode == 22 and proc.stdout.startswith("options: -n")
+
+
+def test_read_dumps_footer_and_header(chain):
+    proc = vhd_util("read", "-p", "-n", chain / "0.vhd")
+    assert proc.returncode == 0
+    assert "VHD Footer Summary:" in proc.stdout and "Disk type           : Differencing hard disk" in proc.stdout
+    assert "Current disk size   : 8 MB (8388608 Bytes)" in proc.stdout
+
+
+def test_scan_prints_the_forest_as_blktap(chain):
+    files = [chain / n for n in ("0.vhd", "1.vhd")]
+    proc = vhd_util("scan", "-p", "-m", "*.vhd", *files)
+    assert proc.returncode == 0, proc.stdout
+    lines = proc.stdout.splitlines()
+    # the parent names inside are <uuid>.vhd, not these files: the leaf stands alone, as in an SR
+    assert all(line.lstrip().startswith("vhd=") for line in lines)
+    assert any("vhd=1.vhd capacity=2097152" in line and "parent=none" in line for line in lines)
+    assert any("vhd=0.vhd capacity=8388608" in line for line in lines)
+    only = vhd_util("scan", "-p", "-m", "1.*", *files)
+    assert only.stdout.count("vhd=") == 1
+
+
+def test_scan_of_an_lvm_volume_group_says_it_is_unsupported(chain):
+    proc = vhd_util("scan", "-l", "VG_XenStorage-x", "-m", "VHD-*", "-p")
+    assert proc.returncode == 38 and "LVM" in proc.stdout
