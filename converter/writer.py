@@ -25,6 +25,9 @@ OTHER_OS = b"Lnux"
 LOCATOR_SPACE = 512
 
 
+TAP_NO_BATMAP_VERSION = 0x00010001   # tap 1.1: libvhd probes for a batmap, finds none
+
+
 class VhdWriter:
     """Write a VHD. ``write(offset, data)`` marks whole sectors present (bitmap bits set).
 
@@ -50,6 +53,10 @@ class VhdWriter:
         self.hidden = hidden
         self.fill = fill
         self.footer_511 = footer_511
+        if batmap is False and creator_app[:3] == b"tap" and creator_version >= batlib.TAP_BATMAP_SINCE:
+            # libvhd insists on a batmap from tap 1.2 on (check/resize/coalesce fail with -22);
+            # for 1.1 it looks for one and does without: what batmap-less tap files carry
+            creator_version = TAP_NO_BATMAP_VERSION
         self.footer = Footer(disk_type=self.type, current_size=size, original_size=original_size or size,
                              uuid=self.uuid, timestamp=now_timestamp() if timestamp is None else timestamp,
                              creator_app=creator_app, creator_version=creator_version,
