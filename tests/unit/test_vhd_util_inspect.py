@@ -34,6 +34,19 @@ def test_check_calls_a_builder_member_valid(chain):
     assert proc.stdout == f"{chain / '1.vhd'} is valid\n"
 
 
+def test_check_of_an_unlinked_child_names_the_missing_parent_until_modify(chain):
+    """As the seed, in blktap 4.0.8's words (checked against it): invalid, then relinked, valid."""
+    leaf = chain / "0.vhd"
+    proc = vhd_util("check", "-n", leaf)
+    assert proc.returncode == 22
+    first, last = proc.stdout.splitlines()
+    assert first.startswith("error resolving ./") and first.endswith(".vhd: -2")
+    assert last == f"{leaf} appears invalid; dumping metadata"
+    assert vhd_util("modify", "-n", leaf, "-p", chain / "1.vhd").returncode == 0
+    proc = vhd_util("check", "-n", leaf)
+    assert (proc.returncode, proc.stdout) == (0, f"{leaf} is valid\n")
+
+
 def test_check_refuses_what_is_not_a_vhd(chain, tmp_path):
     bad = tmp_path / "bad.vhd"
     bad.write_bytes(b"not a vhd" * 200)
