@@ -24,19 +24,27 @@ def _opts(argv, spec, usage):
     return dict(opts), rest
 
 
+def _named_file(argv, spec, usage, required=("-n",)):
+    """(options, None) for ``-n NAME`` naming a file, else (None, blktap's exit code) said."""
+    opts, rest = _opts(argv, spec, usage)
+    if opts is None or "-h" in opts or rest or any(o not in opts for o in required):
+        print(usage)
+        return None, EINVAL
+    if not os.path.exists(opts["-n"]):
+        print(f"error opening {opts['-n']}: -{errno.ENOENT}")
+        return None, errno.ENOENT
+    return opts, None
+
+
 def check(argv):
     """``check -n NAME [-i] [-b] [-t] [-p]``: NAME is valid (0) or why not, then 'appears invalid' (22)."""
     usage = "options: -n <file> [-i ignore missing primary footers] [-I ignore parent uuids] " \
             "[-t ignore timestamps] [-b check bitmaps] [-p check parents] [-h help]"
-    opts, rest = _opts(argv, "n:iItbpsCBh", usage)
-    if opts is None or "-h" in opts or "-n" not in opts or rest:
-        print(usage)
-        return EINVAL
+    opts, failed = _named_file(argv, "n:iItbpsCBh", usage)
+    if opts is None:
+        return failed
     from converter.check import check_image
     name = opts["-n"]
-    if not os.path.exists(name):
-        print(f"error opening {name}: -{errno.ENOENT}")
-        return errno.ENOENT
     try:
         report = check_image(name, ignore_parent_uuid="-I" in opts, check_bitmaps="-b" in opts,
                              ignore_timestamps="-t" in opts)
@@ -68,15 +76,11 @@ def _missing_parent(name, member):
 def read(argv):
     """``read -n NAME -p``: footer, header, locators, BAT and batmap summaries, as blktap prints them."""
     usage = "options: -n <name> [-p print VHD headers] [-h help]"
-    opts, rest = _opts(argv, "n:ptb:m:i:aj:d:c:rxh", usage)
-    if opts is None or "-h" in opts or "-n" not in opts or rest or "-p" not in opts:
-        print(usage)
-        return EINVAL
+    opts, failed = _named_file(argv, "n:ptb:m:i:aj:d:c:rxh", usage, required=("-n", "-p"))
+    if opts is None:
+        return failed
     from converter import dump
     name = opts["-n"]
-    if not os.path.exists(name):
-        print(f"error opening {name}: -{errno.ENOENT}")
-        return errno.ENOENT
     try:
         dumps = dump.dump_image(name)
     except VhdError as exc:
