@@ -13,28 +13,31 @@ from tests.fuzz import __main__ as runner  # noqa: E402
 from tests.fuzz.targets import TARGETS  # noqa: E402
 
 
-def saved_crashers():
-    out = []
-    for name in sorted(TARGETS):
-        d = os.path.join(runner.REGRESSIONS, name)
-        if os.path.isdir(d):
-            out += [(name, os.path.join(d, f)) for f in sorted(os.listdir(d))]
-    return out
+def saved_crashers(name):
+    d = os.path.join(runner.REGRESSIONS, name)
+    return [os.path.join(d, f) for f in sorted(os.listdir(d))] if os.path.isdir(d) else []
 
 
 def _alarm(signum, frame):
     raise TimeoutError("a saved fuzz input hangs")
 
 
-@pytest.mark.parametrize("name,path", saved_crashers())
-def test_saved_crashers_stay_fixed(name, path):
-    old = signal.signal(signal.SIGALRM, _alarm)
-    signal.alarm(5)
-    try:
+@pytest.mark.parametrize("name", sorted(TARGETS))
+def test_seeds_and_saved_crashers_only_raise_vhd_errors(name):
+    """Replays the builder's seeds and every crasher a fuzz run ever kept for this target."""
+    inputs = [(f"seed {i}", data) for i, data in enumerate(TARGETS[name][1]())]
+    for path in saved_crashers(name):
         with open(path, "rb") as f:
-            TARGETS[name][0](f.read())
-    except VhdError as exc:
-        assert "\n" not in str(exc)
+            inputs.append((path, f.read()))
+    assert inputs, f"{name} has no seed corpus"
+    old = signal.signal(signal.SIGALRM, _alarm)
+    try:
+        for label, data in inputs:
+            signal.alarm(5)
+            try:
+                TARGETS[name][0](data)
+            except VhdError as exc:
+                assert "\n" not in str(exc), label
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)

@@ -283,8 +283,9 @@ class ComputeBackend:
             raise HTTPError(500, f"No address available: {e}", kind="computeFault") from None
         with self.lock:
             self.servers[server_id] = server
+            created = _copy(server)  # as created: the build thread changes the record
         self._spawn_thread(self._build, server_id, image, keypair)
-        return _copy(server)
+        return created
 
     def _spawn_thread(self, fn, *args):
         thread = threading.Thread(target=fn, args=args, daemon=True, name=f"{fn.__name__}-{args[0][:8]}")

@@ -128,11 +128,14 @@ class VolumeBackend:
                                      f"{GIGABYTES_QUOTA}G and {used}G has been consumed.", kind="overLimit")
             self.volumes[vol["id"]] = vol
             self.store.save()
+            # The answer shows the volume as it was created, as cinder-api's does: the worker
+            # may finish an empty volume before this request's response is written.
+            created = _copy(vol)
         thread = threading.Thread(target=self._build, args=(vol["id"], image), daemon=True,
                                   name=f"volume-{vol['id'][:8]}")
         self._threads.append(thread)
         thread.start()
-        return _copy(vol)
+        return created
 
     def _build(self, volume_id, image):
         path = self.path(volume_id)
