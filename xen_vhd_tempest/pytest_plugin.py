@@ -39,6 +39,10 @@ def pytest_addoption(parser):
     g.addoption("--xen-timeout", type=float, default=600.0, help="seconds for each server, image or volume wait")
     g.addoption("--xen-keep-on-failure", action="store_true", help="keep a failed run's resources for debugging")
     g.addoption("--xen-lab-dir", help="state directory of the embedded lab (default: the lab's own)")
+    g.addoption("--xen-lab-cinder", metavar="SRC",
+                help="the embedded lab makes volumes with upstream Cinder's code: 'installed' (the cinder "
+                     "package) or a Cinder source tree; restored at the end of the session")
+    g.addoption("--xen-lab-vhd-util", metavar="PATH", help="the vhd-util the lab's Cinder runs (default xen-vhd-util)")
     g.addoption("--xen-workdir", help="where downloads and reference conversions go (default: a temp dir)")
 
 
@@ -50,10 +54,11 @@ def pytest_configure(config):
 class Target:
     """The cloud under test and the defaults it implies."""
 
-    def __init__(self, cloud, *, defaults, lab_info=None):
+    def __init__(self, cloud, *, defaults, lab_info=None, restore=None):
         self.cloud = cloud
         self.defaults = defaults
         self.lab_info = lab_info
+        self.restore = restore or {}       # lab settings to put back at the end of the session
 
 
 def _lab_target(config, worker):
@@ -70,12 +75,33 @@ def _lab_target(config, worker):
         fcntl.flock(lock, fcntl.LOCK_EX)
         started = lab.running_info(state) is None
         info = lab.ensure_up(state, port=port)
+    restore = _lab_cinder(config, info, state)
     cloud = ClientsCloud(session_for("xen-vhd-lab", info["clouds_yaml"]), name=f"lab at {info['url']}")
     guest = build_guest_image()
     defaults = dict(image=info["default_image_id"], helper_image=info["default_image_id"],
                     raw_image=str(guest.raw_path), ssh_user=info.get("ssh_user", "cirros"),
                     ssh_password=info.get("ssh_password"), host_key_of=lab_host_keys(info))
-    return Target(cloud, defaults=defaults, lab_info=dict(info, started=started, state_dir=str(state)))
+    return Target(cloud, defaults=defaults, lab_info=dict(info, started=started, state_dir=str(state)),
+                  restore=restore)
+
+
+def _lab_cinder(config, info, state):
+    """Point the lab's volume-from-image at real Cinder for this session; the settings to restore."""
+    from xen_vhd_tempest.lab import commands as lab
+    src, vhd_util = config.getoption("--xen-lab-cinder"), config.getoption("--xen-lab-vhd-util")
+    if not src and not vhd_util:
+        return {}
+    changes = {}
+    if src:
+        changes.update(conversion_mode="cinder", cinder_src=None if src == "installed" else src)
+    if vhd_util:
+        changes["vhd_util"] = vhd_util
+    before = lab.lab_api(info, "GET", "/settings")["settings"]
+    try:
+        lab.set_settings(state, **changes)
+    except Exception as exc:       # the lab refuses a bad path in one line (HTTP 400)
+        pytest.exit(f"--xen-lab-cinder: {getattr(exc, 'read', lambda: b'')().decode() or exc}", returncode=2)
+    return {k: before.get(k) for k in changes}
 
 
 def lab_host_keys(info):
@@ -107,6 +133,9 @@ def xen_target(request):
     if target.lab_info and target.lab_info["started"]:
         from xen_vhd_tempest.lab import commands as lab
         lab.ensure_down(target.lab_info["state_dir"])
+    elif target.restore:
+        from xen_vhd_tempest.lab import commands as lab
+        lab.set_settings(Path(target.lab_info["state_dir"]), **target.restore)
 
 
 @pytest.fixture

@@ -22,6 +22,19 @@ def run(args):
         except CloudError as exc:
             print(f"xen-vhd-tempest run: {exc}", file=sys.stderr)
             return 2
+    if args.cinder is not None or args.vhd_util:
+        if args.os_cloud:
+            print(f"xen-vhd-tempest run: --cinder/--vhd-util set the embedded lab's Cinder; cloud "
+                  f"{args.os_cloud} runs its own", file=sys.stderr)
+            return 2
+        from xen_vhd_tempest.lab.commands import cinder_settings
+        try:
+            cinder = cinder_settings(args)
+        except ValueError as exc:
+            print(f"xen-vhd-tempest run: {exc}", file=sys.stderr)
+            return 2
+    else:
+        cinder = {}
     argv = ["--pyargs", "xen_vhd_tempest.harness", "-p", "no:cacheprovider", "-p", "no:warnings", "-s", "-q", "-rfE",
             "-m", SCENARIOS[args.scenario], "--xen-flavor", args.flavor, "--xen-timeout", str(args.timeout)]
     for option, value in (("--os-cloud", args.os_cloud), ("--xen-image", args.image),
@@ -32,7 +45,13 @@ def run(args):
             argv += [option, value]
     if args.keep_on_failure:
         argv.append("--xen-keep-on-failure")
+    if "conversion_mode" in cinder:
+        argv += ["--xen-lab-cinder", cinder["cinder_src"] or "installed"]
+    if cinder.get("vhd_util"):
+        argv += ["--xen-lab-vhd-util", cinder["vhd_util"]]
     target = f"cloud {args.os_cloud}" if args.os_cloud else "the embedded lab (no --os-cloud / $OS_CLOUD given)"
+    if "conversion_mode" in cinder:
+        target += f" with Cinder from {cinder['cinder_src'] or 'the installed cinder package'}"
     print(f"xen-vhd-tempest: {args.scenario} scenario(s) against {target}", flush=True)
     code = pytest.main(argv + list(args.pytest_args))
     print(f"\n{'PASS' if code == 0 else 'FAIL'}: xen-vhd-tempest run ({args.scenario}) against {target}")
@@ -56,6 +75,8 @@ def add_parser(subparsers):
     p.add_argument("--lab-dir", help="the embedded lab's state directory")
     p.add_argument("--keep-on-failure", action="store_true")
     p.add_argument("--junitxml", help="write a JUnit XML report here")
+    from xen_vhd_tempest.lab.commands import add_cinder_arguments
+    add_cinder_arguments(p)
     p.add_argument("pytest_args", nargs="*", help="after --: arguments for pytest")
     p.set_defaults(func=run)
 

@@ -12,8 +12,7 @@ Nova's XenAPI driver and XenServer did to the disks:
   image's own chain members; parents hidden, parent names ``<uuid>.vhd`` not in the tar,
   creator ``tap``, 2 MiB blocks, packed like ``tar -zc --directory=STAGING .``.
 
-Cinder's volume-from-image conversion is here too (:func:`image_to_volume`): the reference
-converter, or a faulty one from ``lab.faulty`` when the lab's ``conversion_mode`` says so.
+Cinder's volume-from-image lives with the volume service (``lab.volume.conversion``).
 """
 
 from __future__ import annotations
@@ -27,15 +26,10 @@ import zlib
 from pathlib import Path
 
 from .compute.models import Fault
+from .util import sparse_copy
 
 GIB = 1024 ** 3
 MIB = 1024 * 1024
-
-
-class ImageUnacceptable(Exception):
-    """Cinder's ImageUnacceptable: the volume ends in error with this message."""
-
-    user_facing = True
 
 
 # -- images --------------------------------------------------------------------------------------
@@ -67,66 +61,6 @@ def convert_xenserver_image(tgz, raw_out) -> int:
         return convert_image(str(tgz), str(raw_out), output_format="raw").virtual_size
     except VhdError as error:
         raise Fault(f"XenServer import refused the image: {error}") from None
-
-
-def _sparse_copy(src, dst, size):
-    """Copy ``src`` to ``dst`` keeping holes, then set the length to ``size``."""
-    try:
-        subprocess.run(["cp", "--sparse=always", "--reflink=auto", str(src), str(dst)], check=True,
-                       capture_output=True)
-    except (OSError, subprocess.CalledProcessError):
-        shutil.copyfile(src, dst)
-    with open(dst, "r+b") as f:
-        f.truncate(size)
-
-
-# -- volumes -------------------------------------------------------------------------------------
-def image_to_volume(image, image_path, dest, volume_size, *, mode="reference", workdir=None):
-    """Fill volume file ``dest`` (``volume_size`` bytes) from a glance image, as Cinder would."""
-    dest = Path(dest)
-    workdir = Path(workdir or dest.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".convert", dir=workdir)
-    os.close(fd)
-    tmp = Path(tmp)
-    try:
-        df, cf = image.get("disk_format"), image.get("container_format")
-        if df == "vhd" and cf == "ovf":
-            def reference(src, out):
-                from converter.convert import convert_image
-                from converter.errors import VhdError
-                try:
-                    return convert_image(str(src), str(out), output_format="raw").virtual_size
-                except VhdError as error:
-                    raise ImageUnacceptable(f"Image {image['id']} is unacceptable: {error}") from None
-            if mode == "reference":
-                size = reference(image_path, tmp)
-            else:
-                from . import faulty
-                size = faulty.convert(mode, image_path, tmp, reference)
-        elif cf in ("bare", None) and df == "raw":
-            size = os.path.getsize(image_path)
-            _sparse_copy(image_path, tmp, size)
-        elif cf in ("bare", None) and df in ("qcow2", "vmdk", "vdi", "vhdx", "vhd"):
-            fmt = {"vhd": "vpc"}.get(df, df)
-            try:
-                subprocess.run(["qemu-img", "convert", "-f", fmt, "-O", "raw", str(image_path), str(tmp)],
-                               check=True, capture_output=True)
-            except (OSError, subprocess.CalledProcessError) as error:
-                raise ImageUnacceptable(f"Image {image['id']} is unacceptable: qemu-img convert failed: "
-                                        f"{getattr(error, 'stderr', b'').decode(errors='replace').strip()}") from None
-            size = os.path.getsize(tmp)
-        else:
-            raise ImageUnacceptable(f"Image {image['id']} is unacceptable: container format {cf} "
-                                    f"with disk format {df} is not supported")
-        if size > volume_size:
-            raise ImageUnacceptable(
-                f"Image {image['id']} is unacceptable: Image virtual size is {-(-size // GIB)}GB "
-                f"and doesn't fit in a volume of size {volume_size // GIB}GB.")
-        with open(tmp, "r+b") as f:
-            f.truncate(volume_size)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # -- backups -------------------------------------------------------------------------------------
@@ -324,7 +258,7 @@ class XenServerDriver:
                     check_xenserver_image(image_path)
                     tmp = cached.with_suffix(".tmp")
                     convert_xenserver_image(image_path, tmp)
-                    from .faulty import extract_members
+                    from .volume.known_wrong import extract_members
                     mtmp = Path(str(members_dir) + ".tmp")
                     shutil.rmtree(mtmp, ignore_errors=True)
                     mtmp.mkdir(parents=True)
@@ -366,7 +300,7 @@ class XenServerDriver:
             if not flavor_size:
                 flavor_size = info["flavor_size"] = image_size
             disk = workdir / "disk.raw"
-            _sparse_copy(raw, disk, flavor_size)   # the instance disk, grown to the flavor size
+            sparse_copy(raw, disk, flavor_size)   # the instance disk, grown to the flavor size
             info.update(image_size=image_size, image_members=members, image_id=image["id"])
             overlay = True
         else:

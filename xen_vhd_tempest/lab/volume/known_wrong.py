@@ -1,10 +1,12 @@
-"""Wrong ways to turn a XenServer image into a volume, on purpose.
+"""Known-wrong ways to turn a XenServer image into a volume, on purpose.
 
 The lab's Cinder can be told (``conversion_mode``) to use one of the converter's known-wrong
-variants instead of the reference conversion, so a harness can prove it notices each
-regression: ``raw-copy``, ``leaf-only``, ``no-resize``, ``ignore-bitmaps``, ``wrong-order``,
-``truncate`` (see ``converter.variants``). They use the converter's reader and compositor
-with a different rule - the lab keeps no VHD reader of its own.
+variants (``converter.variants.VARIANTS``: ``raw-copy``, ``leaf-only``, ``no-resize``,
+``ignore-bitmaps``, ``wrong-order``, ``truncate``) instead of the reference conversion, so a
+harness can prove it notices each regression. They use the converter's reader and compositor
+with a different rule: the lab keeps no VHD reader of its own.
+
+``extract_members`` (the chain's members as files) serves the compute side's image cache.
 """
 
 from __future__ import annotations
@@ -14,18 +16,16 @@ from pathlib import Path
 from converter import archive
 from converter.variants import VARIANTS, convert_variant
 
-MODES = tuple(VARIANTS)
-
 
 class FaultyConversionError(Exception):
     user_facing = True
 
 
-def convert(mode: str, tgz, dest, reference=None) -> int:
-    """Convert XenServer image ``tgz`` into raw ``dest`` the way ``mode`` gets it wrong; its size."""
-    if mode not in VARIANTS:
-        raise FaultyConversionError(f"unknown faulty conversion {mode!r}")
-    return convert_variant(str(tgz), str(dest), mode).virtual_size
+def convert(variant: str, tgz, dest) -> int:
+    """Convert XenServer image ``tgz`` into raw ``dest`` the way ``variant`` gets it wrong; its size."""
+    if variant not in VARIANTS:
+        raise FaultyConversionError(f"unknown known-wrong conversion {variant!r}")
+    return convert_variant(str(tgz), str(dest), variant).virtual_size
 
 
 def extract_members(tgz, directory) -> list[Path]:
