@@ -23,8 +23,8 @@ import uuid
 
 from converter.builder import ImageBuilder, build_pattern
 from xen_vhd_tempest.scenario import waiters
-from xen_vhd_tempest.scenario.cloud import ScenarioError
-from xen_vhd_tempest.scenario.diagnose import diagnose
+from xen_vhd_tempest.scenario.cloud import CloudError, ScenarioError
+from xen_vhd_tempest.scenario.diagnose import cinder_failure, diagnose
 from xen_vhd_tempest.scenario.reference import MIB, build_reference
 from xen_vhd_tempest.scenario.resources import Resources, sigterm_as_interrupt
 from xen_vhd_tempest.scenario.ssh import Ssh
@@ -269,8 +269,19 @@ class Story:
         self.volume_id = volume_id
         self._volume_handle = self.resources.add(f"volume {volume_id}", lambda: self._delete_volume(volume_id))
         self.reporter.progress(f"volume {volume_id}: {size_gb} GiB from image {self.image_id}")
-        waiters.wait_volume_status(self.cloud, volume_id, "available", timeout=self.options.volume_timeout,
-                                   progress=self.reporter.progress)
+        t0 = time.monotonic()
+        try:
+            waiters.wait_volume_status(self.cloud, volume_id, "available", timeout=self.options.volume_timeout,
+                                       progress=self.reporter.progress)
+        except CloudError as exc:
+            volume = self.cloud.get_volume(volume_id)
+            if not volume.status.startswith("error"):
+                raise
+            raise ScenarioError(f"volume {volume_id} went to {volume.status}: {volume.reason or 'no message'}",
+                                diagnosis=cinder_failure(volume.reason)) from exc
+        seconds = time.monotonic() - t0
+        self.reporter.progress(f"the cloud made the volume in {seconds:.1f}s; the reference converter converted "
+                               f"the image in {self.reference.seconds:.1f}s")
 
     def compare_volume(self):
         server_id, ssh = self.attach_server

@@ -54,8 +54,10 @@ def user_message(reply: dict, log_path) -> str:
     and what it printed, then where Cinder's log is. One line."""
     text = _one_line(reply.get("error", "Cinder failed"))
     if reply.get("command"):
-        stderr = _one_line(reply.get("stderr") or "")
-        said = f": {stderr}" if stderr and stderr not in text else ""     # Cinder's message often is stderr
+        # what the command printed (blktap's vhd-util writes its errors to stdout); Cinder's
+        # message often is that stderr already
+        stderr = _one_line(reply.get("stderr") or reply.get("stdout") or "")[:400]
+        said = f": {stderr}" if stderr and stderr not in text else ""
         ran = f"Cinder's {reply.get('function') or 'code'} ran `{command_line(reply['command'])}`"
         text += f" ({ran}: exit {reply.get('exit_code')}{said})"
     return f"{text} [Cinder's log: {log_path}]"

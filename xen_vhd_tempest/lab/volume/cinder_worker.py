@@ -165,7 +165,7 @@ def failure(error: BaseException) -> dict:
         seen.add(id(cause))
         if hasattr(cause, "cmd") and hasattr(cause, "exit_code"):       # processutils.ProcessExecutionError
             out.update(command=cause.cmd, exit_code=cause.exit_code, stderr=(cause.stderr or "").strip(),
-                       function=_cinder_caller(cause.__traceback__))
+                       stdout=(cause.stdout or "").strip(), function=_cinder_caller(cause.__traceback__))
             break
         cause = cause.__cause__ or cause.__context__
     return out
