@@ -27,7 +27,7 @@ CONVERSION_MODES = ("reference", "raw-copy", "leaf-only", "no-resize", "ignore-b
 DEFAULT_SETTINGS = {
     "conversion_mode": "reference",
     "token_ttl": 3600,
-    "faults": [],          # fault injection rules: see lab/faults.py
+    "faults": [],          # fault injection rules: see lab/fault_injection.py
 }
 
 DEFAULT_PORT = 8780
@@ -120,6 +120,6 @@ def validate_settings(changes: dict) -> dict:
         if key == "token_ttl" and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise ValueError("token_ttl must be a positive integer (seconds)")
         if key == "faults":
-            from .faults import validate
+            from .fault_injection import validate
             changes[key] = validate(value)
     return changes

@@ -236,7 +236,7 @@ class LabHTTPServer(ThreadingHTTPServer):
     def __init__(self, address, services: dict[str, Service], log=None):
         self.services = services
         self.log = log
-        # (service prefix, method, path) -> None | ("status", code) | ("hang", seconds): lab/faults.py
+        # (service prefix, method, path) -> fault_injection.ApiFault | None
         self.fault_hook = None
         super().__init__(address, _Handler)
 
@@ -268,13 +268,13 @@ class _Handler(BaseHTTPRequestHandler):
             if service is None:
                 raise HTTPError(404, "The resource could not be found.")
             fault = self.server.fault_hook(prefix, self.command, rest) if self.server.fault_hook else None
-            if fault is not None and fault[0] == "hang":
-                time.sleep(fault[1])        # no answer: the client's timeout is shorter
+            if fault is not None and fault.hang is not None:
+                time.sleep(fault.hang)      # no answer: the client's timeout is shorter
                 self.close_connection = True
                 return
             try:
                 if fault is not None:
-                    raise HTTPError(fault[1], "Injected fault: the service failed to handle the request "
+                    raise HTTPError(fault.status, "Injected fault: the service failed to handle the request "
                                               f"(lab fault injection, request {request.request_id}).",
                                     kind=_FAULT_KINDS.get(prefix, "computeFault"))
                 response = service.dispatch(request)

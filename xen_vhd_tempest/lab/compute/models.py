@@ -1,6 +1,6 @@
 """Nova v2.1 state and behaviour: flavors, keypairs, servers, backups, volume attachments.
 
-Servers run on a *driver* (``xen_vhd_tempest.lab.xenserver.XenServerDriver``: QEMU guests
+Servers run on a *driver* (``compute.driver.XenServerDriver``: QEMU guests
 with XenServer image semantics). The models own the state machine:
 
     BUILD (vm building, task scheduling→spawning) → ACTIVE | ERROR (with a fault)
@@ -276,11 +276,12 @@ class ComputeBackend:
                 "delete_on_termination": bool(root_volume.get("delete_on_termination", False)),
                 "tag": root_volume.get("tag"), "device_id": None, "root": True})
         try:
-            server["address"], server["mac"] = self.driver.allocate_address(server_id)
+            address = self.driver.allocate_address(server_id)
         except Exception as e:
             if server["root_volume_id"]:
                 self.volumes.unreserve(server["root_volume_id"])
             raise HTTPError(500, f"No address available: {e}", kind="computeFault") from None
+        server["address"], server["mac"] = address.host, address.mac
         with self.lock:
             self.servers[server_id] = server
             created = _copy(server)  # as created: the build thread changes the record
@@ -488,7 +489,7 @@ class ComputeBackend:
                       "tag": body.get("tag"), "device_id": None, "root": False}
         try:
             attachment["device_id"], attachment["device"] = self.driver.attach_volume(
-                server_id, self.volumes.path(volume_id), volume_id)
+                server_id, self.volumes.path(volume_id))
         except Exception as error:
             self.volumes.unreserve(volume_id)
             if not isinstance(error, Fault):

@@ -40,7 +40,7 @@ class ImageBackend:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.size_cap = size_cap
         self.images = store.collection("images")
-        self.stuck = None   # (image name) -> True: the upload stays in saving (lab/faults.py)
+        self.stuck = None   # (image name) -> True: the upload stays in saving (lab/fault_injection.py)
         # An upload that was under way when the lab stopped did not finish.
         with store.lock:
             for image in self.images.values():
@@ -242,7 +242,7 @@ class ImageBackend:
             image["updated_at"] = now()
             self.store.save()
             name = image.get("name")
-        if self.stuck is not None and self.stuck(name):   # lab/faults.py: stays saving for ever
+        if self.stuck is not None and self.stuck(name):   # lab/fault_injection.py: stays saving for ever
             for _ in chunks:
                 pass
             with self.store.lock:

@@ -35,7 +35,7 @@ class VolumeBackend:
         self.log = log
         self.volumes = store.collection("volumes")
         self.messages = store.collection("volume_messages")
-        self.fault = None   # (volume name) -> user message of an injected failure, or None (lab/faults.py)
+        self.fault = None   # (volume name) -> user message of an injected failure, or None (lab/fault_injection.py)
         self._threads: list[threading.Thread] = []
         # A restarted lab: work that was under way did not finish; nothing is attached any more.
         with store.lock:
