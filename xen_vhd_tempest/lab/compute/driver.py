@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import addresses
+from ..errors import Fault
 from ..guest import disk as guest_disk
 from ..guest import make_config_drive
 from ..hypervisor import Guest, GuestError
 from ..xenserver import _sparse_copy
-from .models import Fault
 from .xenserver_backup import export_backup
 from .xenserver_images import ImageCache
 

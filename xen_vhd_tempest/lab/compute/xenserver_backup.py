@@ -15,7 +15,7 @@ from pathlib import Path
 from converter.archive import pack_image
 from converter.writer import VhdWriter, read_footer, set_hidden
 
-from .models import Fault
+from ..errors import Fault
 
 MIB = 1024 * 1024
 

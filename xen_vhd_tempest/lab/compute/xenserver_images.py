@@ -20,7 +20,7 @@ from converter.check import check_image
 from converter.convert import convert_image
 from converter.errors import VhdError
 
-from .models import Fault
+from ..errors import Fault
 
 REFUSED = "XenServer import refused the image"
 

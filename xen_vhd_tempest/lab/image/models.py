@@ -13,7 +13,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-from ..httpd import HTTPError, bad_request, forbidden, not_found
+from ..errors import LabError, bad_request, forbidden, not_found
 from ..util import now
 
 DISK_FORMATS = ["ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop"]
@@ -138,7 +138,7 @@ class ImageBackend:
         self._check_formats(record)
         with self.store.lock:
             if image_id in self.images:
-                raise HTTPError(409, f"Image with identifier {image_id} already exists!", kind="conflict")
+                raise LabError(409, f"Image with identifier {image_id} already exists!", kind="conflict")
             self.images[image_id] = record
             self.store.save()
         return dict(record)
@@ -172,7 +172,7 @@ class ImageBackend:
                     elif key in CORE:
                         raise forbidden(f"Properties {key} cannot be removed.")
                     else:
-                        raise HTTPError(409, f"Property {key} does not exist.", kind="conflict")
+                        raise LabError(409, f"Property {key} does not exist.", kind="conflict")
                     continue
                 value = change.get("value")
                 if key in CORE or key == "os_hidden":
@@ -234,7 +234,7 @@ class ImageBackend:
             if ctx is not None and not ctx.get("is_admin") and image["owner"] != ctx["project_id"]:
                 raise forbidden("You are not permitted to upload data for this image.")
             if image["status"] != "queued":
-                raise HTTPError(409, f"Image status transition from {image['status']} to saving is not allowed",
+                raise LabError(409, f"Image status transition from {image['status']} to saving is not allowed",
                                 kind="conflict")
             if not image.get("disk_format") or not image.get("container_format"):
                 raise bad_request("Properties disk_format, container_format must be set prior to saving data.")
@@ -255,7 +255,7 @@ class ImageBackend:
                 for chunk in chunks:
                     size += len(chunk)
                     if size > self.size_cap:
-                        raise HTTPError(413, f"Image exceeds the storage quota: the image size cap is "
+                        raise LabError(413, f"Image exceeds the storage quota: the image size cap is "
                                              f"{self.size_cap} bytes.", kind="overLimit")
                     md5.update(chunk)
                     sha.update(chunk)
@@ -273,7 +273,7 @@ class ImageBackend:
             image = self.images.get(image_id)
             if image is None:  # deleted while uploading
                 self._remove_data(image_id)
-                raise HTTPError(410, "Image was deleted during the upload.")
+                raise LabError(410, "Image was deleted during the upload.")
             image.update(status="active", size=size, checksum=md5.hexdigest(), os_hash_algo="sha512",
                          os_hash_value=sha.hexdigest(), updated_at=now())
             image["virtual_size"] = virtual_size_of(self.data_path(image_id), image["disk_format"],
