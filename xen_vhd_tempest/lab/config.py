@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 # The faulty conversions a lab can be told to use instead of the reference one.
@@ -45,7 +45,6 @@ class LabConfig:
     guest_address_base: int = 10
     guest_memory_mb: int = 192
     default_image: bool = True
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.state_dir = Path(self.state_dir).absolute()

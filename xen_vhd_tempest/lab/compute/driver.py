@@ -71,9 +71,6 @@ class XenServerDriver:
         if addr is not None:
             addresses.release(addr)
 
-    def ssh_address(self, server_id):
-        return self.addresses.get(server_id)
-
     # -- servers
     def spawn(self, server, *, image, image_path, root_volume, public_keys):
         sid = server["id"]

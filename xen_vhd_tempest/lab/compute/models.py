@@ -19,7 +19,7 @@ import os
 import threading
 import traceback
 
-from ..errors import Fault, LabError, bad_request, conflict, not_found
+from ..errors import LabError, bad_request, conflict, not_found
 from ..util import new_id, now
 
 GIB = 1024 ** 3
@@ -52,7 +52,6 @@ class ComputeBackend:
         self.keypairs = store.collection("keypairs")  # "user_id/name" -> record
         self.servers: dict[str, dict] = {}
         self.lock = store.lock
-        self._threads: list[threading.Thread] = []
         self._instance_counter = 0
 
     # -- flavors -------------------------------------------------------------------------------
@@ -286,7 +285,6 @@ class ComputeBackend:
 
     def _spawn_thread(self, fn, *args):
         thread = threading.Thread(target=fn, args=args, daemon=True, name=f"{fn.__name__}-{args[0][:8]}")
-        self._threads.append(thread)
         thread.start()
 
     def _set(self, server_id, **changes):

@@ -9,6 +9,7 @@ from ..httpd import Response
 from ..util import iso
 from .models import DOMAIN
 
+
 def keystone_time(ts):
     return iso(ts, micro=True).replace("Z", "") + "Z"
 

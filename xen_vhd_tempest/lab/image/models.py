@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import uuid
 from pathlib import Path
 
@@ -281,13 +280,10 @@ class ImageBackend:
             self.store.save()
             return dict(image)
 
-    def add_from_file(self, ctx, body: dict, path: Path, *, move=False) -> dict:
-        """Create an image and fill it from a local file (backups, the default image)."""
+    def add_from_file(self, ctx, body: dict, path: Path) -> dict:
+        """Create an image and fill it from a local file (the default image)."""
         record = self.create(ctx, body)
-        result = self.add_data_from_file(ctx, record["id"], path)
-        if move:
-            os.unlink(path)
-        return result
+        return self.add_data_from_file(ctx, record["id"], path)
 
     def add_data_from_file(self, ctx, image_id, path):
         """Upload a local file as the data of an existing queued image."""
@@ -302,9 +298,6 @@ class ImageBackend:
         if image["status"] != "active":
             return image, None
         return image, open(self.data_path(image_id), "rb")
-
-    def copy_data(self, image_id, dest):
-        shutil.copyfile(self.data_path(image_id), dest)
 
 
 def virtual_size_of(path, disk_format, container_format, size):

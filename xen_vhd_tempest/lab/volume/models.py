@@ -39,7 +39,6 @@ class VolumeBackend:
         self.volumes = store.collection("volumes")
         self.messages = store.collection("volume_messages")
         self.fault = None   # (volume name) -> user message of an injected failure, or None (lab/fault_injection.py)
-        self._threads: list[threading.Thread] = []
         # A restarted lab: work that was under way did not finish; nothing is attached any more.
         with store.lock:
             for vol in list(self.volumes.values()):
@@ -136,7 +135,6 @@ class VolumeBackend:
             created = _copy(vol)
         thread = threading.Thread(target=self._build, args=(vol["id"], image), daemon=True,
                                   name=f"volume-{vol['id'][:8]}")
-        self._threads.append(thread)
         thread.start()
         return created
 
@@ -276,10 +274,6 @@ class VolumeBackend:
 
     def begin_detaching(self, volume_id):
         self._update(volume_id, status="detaching")
-
-    def wait(self, timeout=None):
-        for thread in list(self._threads):
-            thread.join(timeout)
 
 
 def _copy(vol):
