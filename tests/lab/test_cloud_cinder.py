@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from cloudfixtures import running_lab, wait_volume
 
-from xen_vhd_tempest.scenario.clients import ClientsCloud, session_for
+from xen_vhd_tempest.harness.clients import ClientsCloud, session_for
 from xen_vhd_tempest.scenario.diagnose import cinder_failure
 
 pytestmark = pytest.mark.lab

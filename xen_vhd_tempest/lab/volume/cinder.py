@@ -28,25 +28,26 @@ import threading
 import time
 from pathlib import Path
 
+from ..errors import LabError
+
 ROOT = Path(__file__).resolve().parents[3]       # the project (converter, xen_vhd_tempest)
 START_TIMEOUT = 120.0
 
 
-class CinderUnavailable(Exception):
+class CinderUnavailable(LabError):
     """The worker could not start (not a Cinder tree, an import error): one line."""
 
-    user_facing = True
+    def __init__(self, message):
+        super().__init__(500, message, kind="volumeBackendAPIException")
 
 
-class CinderFailed(Exception):
-    """Cinder's create-from-image raised: ``str()`` is the volume's user message."""
-
-    user_facing = True
+class CinderFailed(LabError):
+    """Cinder's create-from-image raised: the message is the volume's user message."""
 
     def __init__(self, reply: dict, log_path: Path):
         self.reply = reply
         self.log_path = log_path
-        super().__init__(user_message(reply, log_path))
+        super().__init__(500, user_message(reply, log_path), kind="volumeBackendAPIException")
 
 
 def user_message(reply: dict, log_path) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from converter.variants import VARIANTS
 
+from ..errors import LabError
 from ..util import sparse_copy
 
 GIB = 1024 ** 3
@@ -26,10 +27,11 @@ REFERENCE, CINDER = "reference", "cinder"
 MODES = (REFERENCE, *VARIANTS, CINDER)
 
 
-class ImageUnacceptable(Exception):
+class ImageUnacceptable(LabError):
     """Cinder's ImageUnacceptable: the volume ends in error with this message."""
 
-    user_facing = True
+    def __init__(self, message):
+        super().__init__(400, message, kind="badRequest")
 
 
 def image_to_volume(image, image_path, dest, volume_size, *, mode=REFERENCE, cinder=None, volume=None,

@@ -6,7 +6,8 @@ variants (``converter.variants.VARIANTS``: ``raw-copy``, ``leaf-only``, ``no-res
 harness can prove it notices each regression. They use the converter's reader and compositor
 with a different rule: the lab keeps no VHD reader of its own.
 
-``extract_members`` (the chain's members as files) serves the compute side's image cache.
+``extract_members``: the chain's members as files, kept from ``lab.faulty`` (the converter's
+``archive.extract_members`` does the work; the compute side calls that directly).
 """
 
 from __future__ import annotations
@@ -16,9 +17,12 @@ from pathlib import Path
 from converter import archive
 from converter.variants import VARIANTS, convert_variant
 
+from ..errors import LabError
 
-class FaultyConversionError(Exception):
-    user_facing = True
+
+class FaultyConversionError(LabError):
+    def __init__(self, message):
+        super().__init__(400, message, kind="badRequest")
 
 
 def convert(variant: str, tgz, dest) -> int:
@@ -29,21 +33,9 @@ def convert(variant: str, tgz, dest) -> int:
 
 
 def extract_members(tgz, directory) -> list[Path]:
-    """The chain members of a XenServer image as ``N.vhd`` files in ``directory``, newest first.
-
-    Only names we make are written (never a name from the archive), one member at a time.
-    """
-    found = {}
-    with archive.open_source(str(tgz)) as opened:
-        for ref in opened.members:
-            if ref.rank in found:
-                raise FaultyConversionError(f"{ref.where}: chain position {ref.rank} appears twice")
-            target = Path(directory) / f"{ref.rank}.vhd"
-            src = ref.source
-            with open(target, "wb") as out:
-                while src.pos < src.size:
-                    out.write(src.read_at(src.pos, min(1 << 20, src.size - src.pos)))
-            found[ref.rank] = target
-    if not found:
-        raise FaultyConversionError(f"{Path(tgz).name}: no N.vhd members")
-    return [found[k] for k in sorted(found)]
+    """The chain members of a XenServer image as ``N.vhd`` files in ``directory``, newest first."""
+    from converter.errors import VhdError
+    try:
+        return [Path(path) for path, _where in archive.extract_members(tgz, directory)]
+    except VhdError as error:
+        raise FaultyConversionError(str(error)) from None
