@@ -6,13 +6,14 @@ that quotes the command Cinder ran and says what it means.
 in test_sensitivity.py, which shares one backup among all conversions.)
 """
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from cloudfixtures import running_lab, wait_volume
+from cloudfixtures import LAB_MODULE, cli, running_lab, wait_volume
 
 from xen_vhd_tempest.harness.clients import ClientsCloud, session_for
 from xen_vhd_tempest.scenario.diagnose import cinder_failure
@@ -61,8 +62,16 @@ def test_run_with_the_pinned_cinder_fails_at_volume_creation_with_the_diagnosis(
     if qemu_available():
         pytest.skip(f"cannot run QEMU guests here: {qemu_available()}")
     env = {k: v for k, v in os.environ.items() if k not in ("OS_CLOUD", "OS_CLIENT_CONFIG_FILE")}
-    r = subprocess.run([sys.executable, "-m", "xen_vhd_tempest.cli", "run", "--scenario", "synthetic", "--cinder",
-                        "--lab-dir", str(tmp_path / "lab")], capture_output=True, text=True, timeout=900, env=env)
+    lab_dir = tmp_path / "lab"
+    # a lab of our own on a free port (the harness would start one on 8780), left as it was found
+    cli("lab", "up", "--state-dir", lab_dir, "--port", "0", module=LAB_MODULE)
+    try:
+        r = subprocess.run([sys.executable, "-m", "xen_vhd_tempest.cli", "run", "--scenario", "synthetic", "--cinder",
+                            "--lab-dir", str(lab_dir)], capture_output=True, text=True, timeout=900, env=env)
+        settings = json.loads(cli("lab", "settings", "--state-dir", lab_dir, module=LAB_MODULE).stdout)
+    finally:
+        cli("lab", "down", "--state-dir", lab_dir, module=LAB_MODULE)
+    assert settings["conversion_mode"] == "reference", "the run did not restore the lab's settings"
     out = r.stdout + r.stderr
     assert r.returncode == 1, out[-3000:]
     assert "against the embedded lab (no --os-cloud / $OS_CLOUD given) with Cinder from the installed cinder " \
@@ -71,5 +80,5 @@ def test_run_with_the_pinned_cinder_fails_at_volume_creation_with_the_diagnosis(
     line = next(x for x in out.splitlines() if x.startswith("diagnosis: "))
     assert line.startswith("diagnosis: " + DIAGNOSIS) and MEANING in line, line
     log = Path(line.rsplit("Cinder's log: ", 1)[1].strip())
-    assert log.is_file() and log.parent == tmp_path / "lab" / "volumes"
+    assert log.is_file() and log.parent == lab_dir / "volumes"
     assert out.rstrip().splitlines()[-1].startswith("FAIL: xen-vhd-tempest run (synthetic)")
