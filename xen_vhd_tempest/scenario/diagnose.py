@@ -125,8 +125,8 @@ def diagnose(reference, first_mib, first_md5, probe, workdir):
 # -- a volume that Cinder failed to make ------------------------------------------------------------
 # What the output of a command Cinder ran means, for the commands of its image path.
 COMMAND_MEANINGS = (
-    (r"Unknown driver 'vhd'", "qemu's VHD driver is `vpc`: Cinder handed qemu-img the format inspector's name "
-                              "unmapped (image_utils.fixup_disk_format maps it; CVE-2024-32498's fix skips it)"),
+    (r"Unknown driver 'vhd'", "qemu's VHD driver is `vpc`: qemu_img_info hands qemu-img the format inspector's "
+                              "name where fixup_disk_format would map it, since the CVE-2024-32498 fix"),
     (r"error finding .* parent: -2", "the child's parent locators name a file that is not there: the chain was "
                                      "not relinked (vhd-util modify -p) before coalescing"),
     (r"error coalescing: -34", "the child holds data past its parent's end: the parent was not grown to the "
