@@ -184,6 +184,10 @@ def test_a_tree_that_is_not_cinder_is_one_line(tmp_path):
         assert r.stderr.strip().endswith(f"--cinder {tmp_path}: not a Cinder source tree "
                                          "(no cinder/image/image_utils.py)"), r.stderr
         assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, "-m", "xen_vhd_tempest.cli", "run", "--os-cloud", "mycloud", "--cinder"],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip() == ("xen-vhd-tempest run: --cinder/--vhd-util set the embedded "
+                                                      "lab's Cinder; cloud mycloud runs its own"), r.stderr
 
 
 def test_a_tree_that_does_not_import_is_one_line(tmp_path):

@@ -58,14 +58,6 @@ def pytest_argv(args, cinder=None):
 def run(args):
     import pytest
 
-    if args.os_cloud:       # a wrong cloud name is one line here, not an error per test
-        from xen_vhd_tempest.harness.clients import session_for
-        from xen_vhd_tempest.scenario.cloud import CloudError
-        try:
-            session_for(args.os_cloud, os.environ.get("OS_CLIENT_CONFIG_FILE"))
-        except CloudError as exc:
-            print(f"xen-vhd-tempest run: {exc}", file=sys.stderr)
-            return 2
     cinder = {}
     if args.cinder is not None or args.vhd_util:
         if args.os_cloud:
@@ -76,6 +68,14 @@ def run(args):
         try:
             cinder = cinder_settings(args)
         except ValueError as exc:
+            print(f"xen-vhd-tempest run: {exc}", file=sys.stderr)
+            return 2
+    if args.os_cloud:       # a wrong cloud name is one line here, not an error per test
+        from xen_vhd_tempest.harness.clients import session_for
+        from xen_vhd_tempest.scenario.cloud import CloudError
+        try:
+            session_for(args.os_cloud, os.environ.get("OS_CLIENT_CONFIG_FILE"))
+        except CloudError as exc:
             print(f"xen-vhd-tempest run: {exc}", file=sys.stderr)
             return 2
     target = f"cloud {args.os_cloud}" if args.os_cloud else "the embedded lab (no --os-cloud / $OS_CLOUD given)"

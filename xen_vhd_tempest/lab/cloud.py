@@ -202,7 +202,14 @@ class Lab:
                 "started_at": self.started_at, "default_image_id": self.default_image_id,
                 "settings": self.settings.current(), "guests": guests,
                 "servers": len(self.compute.servers), "images": len(self.images.images),
-                "volumes": len(self.volumes.volumes)}
+                "volumes": len(self.volumes.volumes), "cinder": self._cinder_status()}
+
+    def _cinder_status(self):
+        """The Cinder worker, when one runs: its pid, Cinder's version and where it came from."""
+        worker = self._cinder_worker
+        if worker is None or not worker.alive():
+            return None
+        return {k: worker.ready.get(k) for k in ("pid", "cinder", "path", "start_seconds")}
 
     # -- files for clients
     def credentials(self):

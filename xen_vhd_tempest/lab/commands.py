@@ -338,6 +338,9 @@ def cmd_status(args) -> int:
         print(f"  cinder: {settings.get('cinder_src') or 'the installed cinder package'}, vhd-util "
               f"{settings.get('vhd_util') or 'xen-vhd-util'}; each volume's Cinder log: "
               f"{state_dir / 'volumes'}/ID.cinder.log")
+        worker = status.get("cinder")
+        if worker:
+            print(f"  cinder worker pid {worker['pid']}: Cinder {worker['cinder']} from {worker['path']}")
     for rule in status["settings"].get("faults") or []:
         print(f"  fault: {json.dumps(rule, sort_keys=True)}")
     for sid, g in status["guests"].items():
