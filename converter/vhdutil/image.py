@@ -107,12 +107,17 @@ class Image:
         self.header = self.bat = self.batmap_header = self.batmap = None
         if not self.footer.is_dynamic:
             return
+        if self.footer.data_offset + HEADER_SIZE > size:
+            raise FormatError(self.path, f"header offset {self.footer.data_offset} is past the end of the file")
         h = self.header = DynamicHeader.unpack(os.pread(self.fd, HEADER_SIZE, self.footer.data_offset),
                                                f"{self.path}: header")
         if h.computed_checksum != h.checksum:
             raise FormatError(self.path, "header checksum mismatch")
         if h.table_offset + h.max_table_entries * 4 > size:
             raise FormatError(self.path, "BAT past the end of the file")
+        for i, loc in enumerate(h.locators):
+            if loc.used and loc.data_offset + max(loc.space_bytes, loc.data_length) > size:
+                raise FormatError(self.path, f"parent locator {i} data is past the end of the file")
         if h.max_table_entries * h.block_size < self.footer.current_size:
             raise FormatError(self.path, f"BAT of {h.max_table_entries} entries is too small for "
                                          f"{self.footer.current_size} bytes")
@@ -121,6 +126,9 @@ class Image:
         at = batlib.batmap_header_offset(h)
         bh = batlib.BatmapHeader.unpack(os.pread(self.fd, 512, at)) if at + 512 <= size else None
         if batlib.has_batmap(self.footer, bh) and bh is not None:
+            if bh.batmap_offset + bh.batmap_size * 512 > size:
+                raise FormatError(self.path, f"batmap of {bh.batmap_size} sectors at {bh.batmap_offset} "
+                                             "is past the end of the file")
             self.batmap_header = bh
             self.batmap = bytearray(os.pread(self.fd, bh.batmap_size * 512, bh.batmap_offset))
 
@@ -183,8 +191,7 @@ class Image:
         if entries <= self.header.max_table_entries:
             return self.end_of_headers()
         pos = self.header.table_offset + _round(entries * 4)
-        if self.batmap_header is not None:
-            pos += 512 + batmap_sectors(entries) * 512
+        pos += 512 + batmap_sectors(entries) * 512 if self.batmap_header is not None else 512
         for loc in self.header.locators:
             if loc.used:
                 pos += loc.space_bytes
@@ -214,10 +221,13 @@ class Image:
     def _grow_table(self, entries, fault):
         h = self.header
         pos = h.table_offset + _round(entries * 4)
-        bm_at = None
+        bm_at = clear_at = None
         if self.batmap_header is not None:
             bm_at = pos
             pos += 512 + batmap_sectors(entries) * 512
+        else:       # a zero sector where a batmap header is looked for, not a moved block's data
+            clear_at = pos
+            pos += 512
         moves = []
         for loc in h.locators:
             if loc.used:
@@ -237,6 +247,8 @@ class Image:
         for loc, at, data in moves:
             pwrite(self.fd, data, at)
             loc.data_offset = at
+        if clear_at is not None:
+            pwrite(self.fd, bytes(512), clear_at)
         self.bat.extend([batlib.UNUSED] * (entries - len(self.bat)))
         h.max_table_entries = entries
         if bm_at is not None:
