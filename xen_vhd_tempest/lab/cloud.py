@@ -16,7 +16,7 @@ import time
 import uuid
 from pathlib import Path
 
-from . import httpd
+from . import httpd, recovery
 from .compute import models as compute_models
 from .compute import responses as compute_responses
 from .config import CONVERSION_MODES, REGION, LabConfig, Settings
@@ -108,6 +108,8 @@ class Lab:
         self.images = image_models.ImageBackend(self.store, cfg.path("images"))
         self.volumes = volume_models.VolumeBackend(self.store, cfg.path("volumes"), self.images,
                                                    self._convert, log=self.log)
+        recovery.stop_stale_guests(cfg.path("instances"), self.log)   # a lab that died left them
+        recovery.clear_instances(cfg.path("instances"), self.log)
         self.driver = XenServerDriver(cfg, log=self.log)
         self.faults = Faults(self.settings, log=self.log)
         self.driver.faults = self.faults
