@@ -214,6 +214,13 @@ class CheckReport:
                 "members": [m.to_json() for m in self.members]}
 
 
+def _probe_is_not_batmap_header(member):
+    """In a stream, the batmap header's place held a block's sector bitmap, read with the block:
+    the verdict of a random-access read of that place (no 'tdbatmap' cookie there)."""
+    raw = member.batmap_probe_raw
+    return raw is not None and batlib.BatmapHeader.unpack(raw) is None
+
+
 def check_vhd(member, name, blocks=None, *, check_bitmaps=True, ignore_timestamps=False, now=None):
     """Every blktap check of one member read by VhdMember (not strict), in blktap's order;
     ``blocks``: its BlockScan. Returns a MemberCheck."""
@@ -264,7 +271,7 @@ def check_vhd(member, name, blocks=None, *, check_bitmaps=True, ignore_timestamp
         if hdr is not None:
             for r in hdr.problems(member.batmap, f.current_size, h.max_table_entries, size):
                 say(f"batmap is invalid: {r}")
-        elif not member.batmap_unread:
+        elif not member.batmap_unread or _probe_is_not_batmap_header(member):
             say(f"error reading batmap: -22 (no 'tdbatmap' header after the BAT, though creator tap "
                 f"{f.creator_version >> 16}.{f.creator_version & 0xFFFF} disks have one)")
     for r in batmap_consistency(member, blocks):

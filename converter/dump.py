@@ -229,10 +229,12 @@ def _format_batmap(m):
             ""]
 
 
-def format_dump(d):
-    """The dict of dump_member as ``vhd-util read -p`` prints it, preceded by the member name."""
-    lines = [f"{d['name']}:"]
-    if d.get("error"):
+def format_dump(d, *, blktap=False):
+    """The dict of dump_member as ``vhd-util read -p`` prints it, preceded by the member name
+    and followed by a BAT summary; ``blktap``: exactly blktap's sections (footer, header,
+    locators, batmap), for ``xen-vhd-util``."""
+    lines = [] if blktap else [f"{d['name']}:"]
+    if d.get("error") and not blktap:
         lines += [f"Failed to open {d['name']}: -22 ({d['error']})", ""]
     if d["footer"]:
         lines += _format_footer(d["footer"])
@@ -240,8 +242,18 @@ def format_dump(d):
         lines += _format_header(d["header"])
     if d["parent_locators"]:
         lines += _format_locators(d["parent_locators"])
-    if d["bat"]:
+    if d["bat"] and not blktap:
         lines += _format_bat(d["bat"])
     if d["batmap"]:
         lines += _format_batmap(d["batmap"])
+    return "\n".join(lines)
+
+
+def format_unopenable(d):
+    """``vhd-util read -p`` on a file libvhd cannot open: its footer and header as read."""
+    lines = [f"Failed to open {d['name']}: -22", "", f"{d['name']} appears invalid; dumping headers", ""]
+    if d["footer"]:
+        lines += _format_footer(d["footer"])
+    if d["header"]:
+        lines += _format_header(d["header"])
     return "\n".join(lines)

@@ -247,10 +247,12 @@ class DynamicHeader:
 
     def decode_parent_name(self, old_tap=False):
         """The parent name as blktap decodes it (UTF-16BE, or UTF-16 for tap 0.1 files; ASCII only;
-        backslashes to slashes, no C:), or None when it cannot."""
+        backslashes to slashes, no C:), or None when it cannot. iconv converts the whole
+        512-byte field: a non-ASCII character even after the terminating NUL fails it."""
         try:
-            name = self.raw_parent_name.decode("utf-16" if old_tap else "utf-16-be").split("\0", 1)[0]
-            name.encode("ascii")
+            decoded = self.raw_parent_name.decode("utf-16" if old_tap else "utf-16-be")
+            decoded.encode("ascii")
+            name = decoded.split("\0", 1)[0]
         except (UnicodeDecodeError, UnicodeEncodeError):
             return None
         return windows_path(name)

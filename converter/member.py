@@ -73,6 +73,10 @@ class VhdMember:
         self.bat_extra_used = 0     # allocated entries beyond the current size (preallocated BATs)
         self.batmap_header = None
         self.batmap_unread = False  # a stream had gone past the batmap header
+        # A stream meets a batmap header position that lies in block data only as some block's
+        # sector bitmap: those 512 bytes, kept when a block's bitmap covers it (see blocks()).
+        self._batmap_probe = None
+        self.batmap_probe_raw = None
         self.batmap = None
         self.locator_data = {}
         self.first_data = None      # first byte after metadata
@@ -291,6 +295,7 @@ class VhdMember:
                     self.unread.append(f"{what} at byte {at} lies after block data: not read from the stream")
                 if what == "batmap header":
                     self.batmap_unread = True
+                    self._batmap_probe = at
                 continue
             raw = self._read(at, length, what, required=required)
             if raw is None:
@@ -421,6 +426,9 @@ class VhdMember:
                 bitmap, payload = self._read(start, bmsize, f"bitmap of block {index}"), None
                 if bitmap is None:
                     continue
+            probe = self._batmap_probe
+            if probe is not None and start <= probe and probe + 512 <= start + bmsize:
+                self.batmap_probe_raw = bytes(bitmap[probe - start:probe - start + 512])
             mask = batlib.bitmap_mask(bitmap, nsectors)
             if mask == (1 << nsectors) - 1:
                 mask = None

@@ -13,6 +13,7 @@ import os
 from converter.errors import VhdError
 
 EINVAL = errno.EINVAL
+ENOENT = errno.ENOENT
 
 
 def _opts(argv, spec, usage):
@@ -24,69 +25,129 @@ def _opts(argv, spec, usage):
     return dict(opts), rest
 
 
-def _named_file(argv, spec, usage, required=("-n",)):
-    """(options, None) for ``-n NAME`` naming a file, else (None, blktap's exit code) said."""
+def _named_file(argv, spec, usage, missing, required=("-n",)):
+    """(options, None) for ``-n NAME`` naming a file, else (None, blktap's exit code) said;
+    ``missing``: what the subcommand prints for a NAME that does not exist."""
     opts, rest = _opts(argv, spec, usage)
     if opts is None or "-h" in opts or rest or any(o not in opts for o in required):
         print(usage)
         return None, EINVAL
     if not os.path.exists(opts["-n"]):
-        print(f"error opening {opts['-n']}: -{errno.ENOENT}")
-        return None, errno.ENOENT
+        print(missing.format(name=opts["-n"], errno=ENOENT))
+        return None, ENOENT
     return opts, None
 
 
 def check(argv):
-    """``check -n NAME [-i] [-b] [-t] [-p]``: NAME is valid (0) or why not, then 'appears invalid' (22)."""
+    """``check -n NAME [-i] [-I] [-b] [-t] [-p]``: NAME is valid (0) or why not, then its metadata
+    (22); with ``-p`` each parent in turn, found through the locators, as blktap walks them."""
     usage = "options: -n <file> [-i ignore missing primary footers] [-I ignore parent uuids] " \
             "[-t ignore timestamps] [-b check bitmaps] [-p check parents] [-h help]"
-    opts, failed = _named_file(argv, "n:iItbpsCBh", usage)
+    opts, failed = _named_file(argv, "n:iItbpsCBh", usage, "cannot stat {name}: {errno}")
     if opts is None:
         return failed
-    from converter.check import check_image
+    options = dict(ignore_parent_uuid="-I" in opts, check_bitmaps="-b" in opts,
+                   ignore_timestamps="-t" in opts)
     name = opts["-n"]
+    err, parent = _check_one(name, options)
+    if err or "-p" not in opts:
+        return err
+    while parent is not None:                     # vhd_util_check_parents
+        err, parent = _check_one(parent, options)
+        if err:
+            print(f"error checking parents: -{err}")
+            return err
+    return 0
+
+
+def _check_one(name, options):
+    """vhd_util_check_vhd: (exit code, the parent's resolved path or None)."""
+    from converter.check import check_member
+    from converter.source import FileSource
     try:
-        report = check_image(name, ignore_parent_uuid="-I" in opts, check_bitmaps="-b" in opts,
-                             ignore_timestamps="-t" in opts)
+        with FileSource(name) as source:          # a file named by -n is a VHD, whatever it holds
+            member, _ = check_member(source, name, check_bitmaps=options["check_bitmaps"],
+                                     ignore_timestamps=options["ignore_timestamps"])
     except VhdError as exc:
-        print(f"{name} appears invalid; dumping metadata")
         print(exc)
-        return EINVAL
-    (member,) = report.members
-    problems = list(member.problems) + _missing_parent(name, member)
-    if not problems:
-        print(f"{name} is valid")
-        return 0
-    for problem in problems:
-        print(problem)
-    print(f"{name} appears invalid; dumping metadata")
-    return EINVAL
+        _dump_headers(name)
+        return EINVAL, None
+    problems, parent = list(member.problems), None
+    if not problems and member.disk_type == "differencing":
+        problems, parent = _parent_problems(name, member, options["ignore_parent_uuid"])
+    if problems:
+        # blktap stops at the first failed validation and prints it bare; the converter's
+        # numbers stay in brackets after blktap's words
+        print(problems[0].removeprefix(f"{name}: "))
+        _dump_headers(name)
+        return (ENOENT if problems[0].endswith(f": -{ENOENT}") else EINVAL), None
+    print(f"{name} is valid")
+    return 0, parent
 
 
-def _missing_parent(name, member):
-    """blktap follows a differencing disk's parent locators from the file's directory: the
-    first that names no file makes it invalid (a XenServer tgz's ``<uuid>.vhd`` parents until
-    ``modify -p`` relinks them). Older blktap said 'parent locator 0 points to missing file'."""
+def _parent_problems(name, member, ignore_parent_uuid):
+    """blktap resolves each MacX/W2ku/W2ru locator from the child's directory and opens what it
+    names: the first that names no file, or a file that is no readable VHD, or (without -I) one
+    whose UUID is not the child's parent UUID, makes the child invalid. A XenServer tgz's
+    ``<uuid>.vhd`` parents stay unresolved until ``modify -p`` relinks them. Returns
+    (problems, the parent's path)."""
+    parent = None
     for _, path in sorted(member.parent_locators.items()):
-        if not os.path.exists(os.path.join(os.path.dirname(name), path)):
-            return [f"error resolving {path}: -{errno.ENOENT}"]      # blktap 4.0.8's words
-    return []
+        location = os.path.realpath(os.path.join(os.path.dirname(os.path.abspath(name)), path))
+        if not os.path.exists(location):
+            return [f"error resolving {path}: -{ENOENT}"], None      # blktap 4.0.8's words
+        opened = _open_vhd(location)
+        if opened is None:
+            return [f"invalid parent {location}: error opening parent"], None
+        if not ignore_parent_uuid and opened.footer.uuid != member.parent_uuid:
+            return [f"invalid parent {location}: invalid parent uuid"], None
+        parent = parent or location
+    if parent is None:
+        return [f"could not find parent {member.parent_name}"], None
+    return [], parent
+
+
+def _open_vhd(path):
+    """The VHD at ``path`` if libvhd's vhd_open would open it (a valid footer, and for a
+    dynamic disk a valid header), else None."""
+    from converter.member import VhdMember
+    from converter.source import FileSource
+    try:
+        with FileSource(path) as source:
+            member = VhdMember.open(source, strict=False)
+    except (OSError, VhdError):
+        return None
+    f, h = member.footer, member.header
+    if f is None or f.is_dynamic and (h is None or h.findings(f, member.source.size)):
+        return None
+    return member
+
+
+def _dump_headers(name):
+    """vhd_util_dump_headers: the verdict, then ``read -p``'s dump of what could be read."""
+    print(f"{name} appears invalid; dumping metadata")
+    read(["-p", "-n", name])
 
 
 def read(argv):
     """``read -n NAME -p``: footer, header, locators, BAT and batmap summaries, as blktap prints them."""
     usage = "options: -n <name> [-p print VHD headers] [-h help]"
-    opts, failed = _named_file(argv, "n:ptb:m:i:aj:d:c:rxh", usage, required=("-n", "-p"))
+    opts, failed = _named_file(argv, "n:ptb:m:i:aj:d:c:rxh", usage,
+                               "Failed to open {name}: -{errno}\n\n{name} appears invalid; dumping headers\n",
+                               required=("-n", "-p"))
     if opts is None:
         return failed
     from converter import dump
     name = opts["-n"]
     try:
-        dumps = dump.dump_image(name)
+        d = dump.dump_member(name)                 # a file named by -n is a VHD, whatever it holds
     except VhdError as exc:
         print(f"error opening {name}: -{EINVAL} ({exc})")
         return EINVAL
-    print("\n".join(dump.format_dump(d) for d in dumps))
+    if _open_vhd(name) is None:
+        print(dump.format_unopenable(d))
+        return EINVAL
+    print(dump.format_dump(d, blktap=True))
     return 0
 
 

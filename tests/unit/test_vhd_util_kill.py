@@ -64,8 +64,8 @@ def vhd_util_killed(argv, kill_at):
     return p.returncode, p.stdout
 
 
-def _chain(grow=0, **opts):
-    b = ImageBuilder(build_pattern(0, 4 * MiB + 512 * 3))
+def _chain(grow=0, base=4 * MiB + 512 * 3, **opts):
+    b = ImageBuilder(build_pattern(0, base))
     b.snapshot(size=b.size + grow if grow else None)
     b.write(700_000 + 1000, build_pattern(1, 5000))
     b.write(2 * MiB - 1024, build_pattern(2, 2 * MiB + 1024))     # a full block and partial ones
@@ -80,7 +80,9 @@ SCENARIOS = {
 }
 COALESCE = {
     "same-size": _chain(),
-    "parent-grows": _chain(grow=3 * MiB),
+    # a parent short by a sub-MiB tail (query -v rounds down) that ends on a block boundary:
+    # coalesce grows its BAT
+    "parent-grows": _chain(grow=100 * 1024, base=4 * MiB),
     "no-batmap": _chain(batmap=False),
 }
 
