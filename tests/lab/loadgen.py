@@ -40,6 +40,7 @@ class Stats:
     statuses: dict = field(default_factory=lambda: defaultdict(lambda: defaultdict(int)))
     failures: list = field(default_factory=list)    # (service, method, path, status or error, body)
     iterations: int = 0
+    marker_races: int = 0       # a page's marker deleted by another client meanwhile
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def record(self, service, method, path, status, took, body=""):
@@ -71,7 +72,8 @@ class Stats:
 
     def report(self):
         lines = [f"{self.requests} requests in {self.seconds:.1f} s ({self.requests / self.seconds:.1f}/s), "
-                 f"{self.iterations} create-delete cycles, {self.server_errors} 5xx/errors"]
+                 f"{self.iterations} create-delete cycles, {self.server_errors} 5xx/errors, "
+                 f"{self.marker_races} pages whose marker another client had deleted"]
         for service, s in self.per_service().items():
             lines.append(f"  {service:9} {s['requests']:6} req {s['rps']:7.1f}/s  p50 {s['p50_ms']:7.1f} ms  "
                          f"p99 {s['p99_ms']:7.1f} ms  5xx {s['5xx']}")
@@ -127,10 +129,15 @@ class Client:
                 raise AssertionError(f"{url}: not done after {timeout}s ({r.status_code} {r.text[:200]})")
             time.sleep(0.1)
 
-    def pages(self, service, url, key, next_of, limit=5, most=3):
-        """Follow up to ``most`` pages of a list."""
-        for _ in range(most):
-            r = self.call(service, "GET", url, expect=(200,))
+    def pages(self, service, url, key, next_of, gone, limit=5, most=3):
+        """Follow up to ``most`` pages of a list. A marker another client deleted meanwhile gets
+        the real service's answer (``gone``: glance 400, cinder 404) and ends the listing."""
+        for page in range(most):
+            r = self.call(service, "GET", url, expect=(200,) if page == 0 else (200, gone))
+            if r.status_code == gone:
+                with self.stats.lock:
+                    self.stats.marker_races += 1
+                return
             body = r.json()
             url = next_of(body, limit)
             if not url or not body[key]:
@@ -146,7 +153,7 @@ class Client:
                   headers={"Content-Type": "application/octet-stream"}, expect=(204,))
         assert self.call("image", "GET", f"{base}/v2/images/{image}", expect=(200,)).json()["status"] == "active"
         self.pages("image", f"{base}/v2/images?limit=5", "images",
-                   lambda b, n: base + b["next"] if b.get("next") else None)
+                   lambda b, n: base + b["next"] if b.get("next") else None, gone=400)
         self.call("image", "DELETE", f"{base}/v2/images/{image}", expect=(204,))
         self.call("image", "GET", f"{base}/v2/images/{image}", expect=(404,))
 
@@ -159,7 +166,7 @@ class Client:
         def next_page(body, limit):
             vols = body["volumes"]
             return f"{base}/volumes/detail?limit={limit}&marker={vols[-1]['id']}" if len(vols) == limit else None
-        self.pages("volume", f"{base}/volumes/detail?limit=5", "volumes", next_page)
+        self.pages("volume", f"{base}/volumes/detail?limit=5", "volumes", next_page, gone=404)
         self.call("volume", "DELETE", f"{base}/volumes/{vol}", expect=(202,))
         self.wait("volume", f"{base}/volumes/{vol}", lambda r: r.status_code == 404)
 

@@ -55,7 +55,8 @@ def test_load_while_the_backup_scenario_runs(lab):
 
     def scenario():
         result["proc"] = subprocess.run(
-            [sys.executable, "-m", "xen_vhd_tempest.cli", "run", "--scenario", "backup", "--os-cloud", "xen-vhd-lab"],
+            [sys.executable, "-m", "xen_vhd_tempest.cli", "run", "--scenario", "backup", "--os-cloud", "xen-vhd-lab",
+             "--image", lab.default_image_id],
             capture_output=True, text=True, env=env, timeout=1800, cwd=ROOT)
     thread = threading.Thread(target=scenario)
     thread.start()
@@ -63,7 +64,6 @@ def test_load_while_the_backup_scenario_runs(lab):
     thread.join()
     proc = result["proc"]
     out = proc.stdout + proc.stderr
-    print(out.rstrip().splitlines()[-1] if out.strip() else "(no scenario output)")
+    print("\n".join(out.rstrip().splitlines()[-40:]))
+    assert proc.returncode == 0 and out.rstrip().splitlines()[-1].startswith("PASS"), out[-3000:]
     _check(lab, stats, errors)
-    assert proc.returncode == 0, out[-3000:]
-    assert out.rstrip().splitlines()[-1].startswith("PASS"), out[-3000:]
