@@ -167,3 +167,22 @@ def test_the_verdict_is_the_one_judgement_of_an_outcome():
     assert "failed without naming a known fault" in unnamed.verdict("leaf-only")
     assert "matched the reference conversion" in passed.verdict("leaf-only")
     assert named.to_json()["fault"] == "leaf-only" and named.to_json()["steps"][1]["status"] == "FAIL"
+
+
+# tempest's documented stable interface for plugins (doc/source/plugin.rst, "Stable Tempest APIs")
+STABLE = ("tempest.lib", "tempest.config", "tempest.test_discover.plugins", "tempest.common.credentials_factory",
+          "tempest.common.compute", "tempest.common.identity", "tempest.common.image",
+          "tempest.common.object_storage", "tempest.clients", "tempest.test", "tempest.scenario.manager")
+
+
+def test_the_tempest_plugin_imports_only_tempests_stable_interface():
+    imported = []
+    for path in (ROOT / "xen_vhd_tempest" / "tempest_plugin").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "tempest":
+                imported += [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                imported += [a.name for a in node.names if a.name.split(".")[0] == "tempest"]
+    assert "tempest.lib.common.utils.linux.remote_client" in imported      # RemoteClient from tempest.lib
+    unstable = [m for m in imported if not any(m == s or m.startswith(s + ".") for s in STABLE)]
+    assert not unstable, f"outside tempest's stable plugin interface: {sorted(set(unstable))}"
