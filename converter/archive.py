@@ -324,6 +324,29 @@ def _files(refs, kind, warnings):
             s.close()
 
 
+# --- extracting ----------------------------------------------------------------------------
+def extract_members(source, directory):
+    """Copy the chain members of ``source`` into ``directory`` as ``N.vhd``, one at a time.
+
+    Only names made here are written (never a name from the archive). Returns
+    ``[(path, where)]`` newest first; ArchiveError when a chain position appears twice.
+    """
+    found = {}
+    with open_source(source) as opened:
+        for ref in opened.members:
+            if ref.rank in found:
+                raise ArchiveError(ref.where, f"is chain position {ref.rank} again")
+            dest = os.path.join(os.fspath(directory), f"{ref.rank}.vhd")
+            src = ref.source
+            with open(dest, "wb") as out:
+                while src.pos < src.size:
+                    out.write(src.read_at(src.pos, min(1 << 20, src.size - src.pos)))
+            found[ref.rank] = (dest, ref.where)
+    if not found:
+        raise ArchiveError(os.fspath(source), "holds no VHD members (expected 0.vhd .. n.vhd)")
+    return [found[k] for k in sorted(found)]
+
+
 # --- writing --------------------------------------------------------------------------------
 def pack_image(tgz_path, vhd_paths):
     """Write a XenServer image: './' then './0.vhd' .. as ``tar -zc --directory=STAGING .`` does.

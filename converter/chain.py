@@ -376,18 +376,7 @@ class ChainReader:
         from converter import archive
 
         self._tmp = tempfile.mkdtemp(prefix="xen-vhd-chain-")
-        found = {}
-        with archive.open_source(source) as opened:
-            for ref in opened.members:
-                if ref.rank in found:
-                    raise ChainError(ref.where, f"is chain position {ref.rank} again")
-                dest = os.path.join(self._tmp, f"{ref.rank}.vhd")
-                with open(dest, "wb") as out:
-                    src = ref.source
-                    while src.pos < src.size:
-                        out.write(src.read_at(src.pos, min(1 << 20, src.size - src.pos)))
-                found[ref.rank] = (dest, ref.where)
-        return [found[k] for k in sorted(found)]
+        return archive.extract_members(source, self._tmp)
 
     def read(self, offset, n):
         from converter.sink import MemorySink

@@ -448,7 +448,6 @@ def test_settings_endpoint_is_admin_only(lab):
 
 
 def test_keystoneclient_works(lab):
-    pytest.importorskip("keystoneclient", reason="python-keystoneclient is not installed")
     from keystoneclient.v3 import client as kc
     admin = kc.Client(session=lab.session("admin"))
     assert {p.name for p in admin.projects.list()} == {"admin", "demo"}

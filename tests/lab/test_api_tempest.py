@@ -11,8 +11,6 @@ import time
 import pytest
 from cloudfixtures import running_lab, set_tempest_microversion, tempest_microversion
 
-pytest.importorskip("tempest.lib", reason="tempest is not installed (pip install tempest)")
-
 pytestmark = pytest.mark.lab
 
 

@@ -1,4 +1,4 @@
-"""Reliability: the lab misbehaves on purpose (lab/faults.py) and the harness copes.
+"""Reliability: the lab misbehaves on purpose (lab/fault_injection.py) and the harness copes.
 
 What real clients retry is retried (503s, timeouts), anything else fails with one clear line
 and a diagnosis, and every run - failed, timed out or interrupted - leaves nothing behind:

@@ -224,12 +224,12 @@ def test_busy_address_is_retried(guest_image, tmp_path, monkeypatch):
     """An address taken between the free check and QEMU's bind: QEMU fails, the guest retries."""
     import socket
 
-    import xen_vhd_tempest.lab.hypervisor as hv
-    orig = hv._allocate_address
+    from xen_vhd_tempest.lab import addresses
+    orig = addresses.allocate
     held = []
 
-    def allocate(exclude=()):
-        addr = orig(exclude)
+    def allocate(**kw):
+        addr = orig(**kw)
         if not held:
             s = socket.socket()
             # As the allocator's probe and QEMU do: a TIME_WAIT left by an earlier guest's SSH
@@ -240,7 +240,7 @@ def test_busy_address_is_retried(guest_image, tmp_path, monkeypatch):
             held.append(s)
         return addr
 
-    monkeypatch.setattr(hv, "_allocate_address", allocate)
+    monkeypatch.setattr(addresses, "allocate", allocate)
     g = Guest("retry", guest_image.raw_path, workdir=tmp_path)
     try:
         g.start()

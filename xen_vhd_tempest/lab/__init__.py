@@ -1,1 +1,19 @@
-"""The embedded lab: an OpenStack on loopback with XenServer image semantics and QEMU guests."""
+"""The embedded lab: an OpenStack on loopback with XenServer image semantics and QEMU guests.
+
+Map (one room per job; ``README.md`` says where a change goes):
+
+- ``cloud.py`` wires it: services on one ``httpd`` server, bootstrap, the default image;
+  ``client_files.py`` writes clouds.yaml / accounts.yaml / tempest.conf / lab.json;
+  ``commands.py`` is the ``lab`` CLI.
+- per service (``identity/``, ``compute/``, ``image/``, ``volume/``, ``admin/``): ``urls.py``
+  (the route table), ``responses.py`` (HTTP in and out), ``models.py`` (state and behaviour).
+- ``httpd.py`` HTTP plumbing; ``errors.py`` the one error type and each service's error body;
+  ``store.py`` db.json; ``config.py`` the state directory and runtime settings; ``util.py``
+  times, ids, microversions.
+- ``compute/driver.py`` runs servers as ``hypervisor.Guest`` QEMU guests (``qemu_qmp.py``),
+  on ``addresses.py``'s loopback addresses, with XenServer's import
+  (``compute/xenserver_images.py``) and backup export (``compute/xenserver_backup.py``).
+- ``guest/`` builds the guest disk and reads facts off guest disks (``guest/disk.py``).
+- ``fault_injection.py``: injected API and guest faults; ``xenserver.py`` / ``faulty.py``:
+  Cinder's image-to-volume and its known-wrong conversions.
+"""

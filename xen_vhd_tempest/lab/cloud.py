@@ -9,30 +9,36 @@ XenServer image (the lab guest as ``./0.vhd`` in a tgz, vhd/ovf), and writes ``c
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
 import uuid
 from pathlib import Path
 
-from . import httpd
+from . import client_files, httpd, recovery
+from .admin import responses as admin_responses
+from .admin import urls as admin_urls
 from .compute import models as compute_models
 from .compute import responses as compute_responses
-from .config import CONVERSION_MODES, REGION, LabConfig, Settings
-from .faults import Faults
+from .compute import urls as compute_urls
+from .compute.driver import XenServerDriver
+from .config import REGION, LabConfig, Settings
+from .errors import Unauthorized
+from .fault_injection import Faults
 from .identity import models as identity_models
 from .identity import responses as identity_responses
+from .identity import urls as identity_urls
 from .image import models as image_models
 from .image import responses as image_responses
+from .image import urls as image_urls
 from .store import Store
 from .volume import models as volume_models
 from .volume import responses as volume_responses
-from .xenserver import XenServerDriver, image_to_volume
+from .volume import urls as volume_urls
+from .xenserver import image_to_volume
 
 DEFAULT_IMAGE_NAME = "cirros-xenserver"
 DEFAULT_IMAGE_MARKER = "xen_vhd_tempest_lab_default"
-CLOUD_NAME = "xen-vhd-lab"
 
 
 class Lab:
@@ -84,12 +90,11 @@ class Lab:
         return out
 
     def _authenticate(self, request):
+        """keystonemiddleware in front of a service: keystone's 401 and ``WWW-Authenticate``."""
         try:
             return self.identity.validate(request.headers.get("X-Auth-Token"))
-        except identity_models.Unauthorized:
-            error = httpd.HTTPError(401, "The request you have made requires authentication.")
-            error.response = identity_responses.unauthorized_response(f"{self.url}/identity")
-            raise error from None
+        except Unauthorized:
+            raise Unauthorized(headers={"WWW-Authenticate": f'Keystone uri="{self.url}/identity"'}) from None
 
     def _convert(self, image, image_path, dest, size):
         mode = self.settings.get("conversion_mode")
@@ -108,6 +113,8 @@ class Lab:
         self.images = image_models.ImageBackend(self.store, cfg.path("images"))
         self.volumes = volume_models.VolumeBackend(self.store, cfg.path("volumes"), self.images,
                                                    self._convert, log=self.log)
+        recovery.stop_stale_guests(cfg.path("instances"), self.log)   # a lab that died left them
+        recovery.clear_instances(cfg.path("instances"), self.log)
         self.driver = XenServerDriver(cfg, log=self.log)
         self.faults = Faults(self.settings, log=self.log)
         self.driver.faults = self.faults
@@ -122,13 +129,15 @@ class Lab:
         self.compute = compute_models.ComputeBackend(self.store, self.images, self.volumes, self.driver,
                                                      image_url=f"{self.url}/image", log=self.log)
         self.compute.ensure_default_flavors()
-        services["identity"] = identity_responses.build(self.identity, self.catalog)
-        for name, svc in (("compute", compute_responses.build(self.compute, f"{self.url}/image")),
-                          ("image", image_responses.build(self.images)),
-                          ("volume", volume_responses.build(self.volumes)),
-                          ("lab", self._lab_service())):
-            svc.authenticate = self._authenticate
-            services[name] = svc
+        services["identity"] = httpd.Service(
+            "identity", identity_responses.IdentityResponses(self.identity, self.catalog), identity_urls.ROUTES)
+        for name, responses, routes in (
+                ("compute", compute_responses.ComputeResponses(self.compute, f"{self.url}/image"),
+                 compute_urls.ROUTES),
+                ("image", image_responses.ImageResponses(self.images), image_urls.ROUTES),
+                ("volume", volume_responses.VolumeResponses(self.volumes), volume_urls.ROUTES),
+                ("lab", admin_responses.AdminResponses(self.settings, self.status, log=self.log), admin_urls.ROUTES)):
+            services[name] = httpd.Service(name, responses, routes, authenticate=self._authenticate)
         self.started_at = time.time()
         self.log(f"lab serving on {self.url} (state {self.state_dir})")
         if cfg.default_image:
@@ -149,8 +158,6 @@ class Lab:
                 return image["id"]
         from .guest import build_guest_image
         guest = build_guest_image(progress=lambda msg: self.log(f"guest image: {msg}"))
-        if guest.xenserver_image_path is None:
-            raise RuntimeError("the lab guest build produced no XenServer image")
         image = self.images.add_from_file(self._admin_ctx(), {
             "name": DEFAULT_IMAGE_NAME, "disk_format": "vhd", "container_format": "ovf",
             "visibility": "public", "os_distro": "cirros", DEFAULT_IMAGE_MARKER: "1",
@@ -164,39 +171,6 @@ class Lab:
         """The lab guest's bootable raw disk (cached build): the synthetic scenario's base."""
         from .guest import build_guest_image
         return build_guest_image().raw_path
-
-    def _lab_service(self):
-        svc = httpd.Service("lab")
-
-        def require_admin(req):
-            if not (req.context and req.context.get("is_admin")):
-                raise httpd.HTTPError(403, "The lab's admin API needs an admin token.", kind="forbidden")
-
-        def get_settings(req):
-            require_admin(req)
-            return httpd.Response.json(200, {"settings": self.settings.current(),
-                                             "conversion_modes": list(CONVERSION_MODES)})
-
-        def put_settings(req):
-            require_admin(req)
-            body = req.json()
-            if not isinstance(body, dict) or not isinstance(body.get("settings"), dict):
-                raise httpd.bad_request("Expected {\"settings\": {...}}")
-            try:
-                current = self.settings.update(**body["settings"])
-            except ValueError as error:
-                raise httpd.bad_request(str(error)) from None
-            self.log(f"settings changed: {body['settings']}")
-            return httpd.Response.json(200, {"settings": current, "conversion_modes": list(CONVERSION_MODES)})
-
-        def status(req):
-            require_admin(req)
-            return httpd.Response.json(200, self.status())
-
-        svc.route("GET", "/settings", get_settings)
-        svc.route("PUT", "/settings", put_settings)
-        svc.route("GET", "/status", status)
-        return svc
 
     def status(self):
         guests = {}
@@ -221,149 +195,16 @@ class Lab:
 
     def write_files(self):
         creds = self.credentials()
-        auth_url = creds["auth_url"]
-
-        def cloud(who):
-            c = creds[who]
-            return {"auth": {"auth_url": auth_url, "username": c["username"], "password": c["password"],
-                             "project_name": c["project_name"], "user_domain_name": "Default",
-                             "project_domain_name": "Default"},
-                    "region_name": REGION, "identity_api_version": 3, "image_api_version": 2,
-                    "volume_api_version": 3, "interface": "public"}
-        clouds = {"clouds": {CLOUD_NAME: cloud("demo"), f"{CLOUD_NAME}-admin": cloud("admin")}}
-        _write(self.state_dir / "clouds.yaml", _yaml(clouds))
-        accounts = [{"username": "demo", "project_name": "demo", "password": creds["demo"]["password"],
-                     "user_domain_name": "Default", "project_domain_name": "Default", "roles": ["member"]},
-                    {"username": "admin", "project_name": "admin", "password": creds["admin"]["password"],
-                     "user_domain_name": "Default", "project_domain_name": "Default", "roles": ["admin"],
-                     "types": ["admin"]}]
-        _write(self.state_dir / "accounts.yaml", _yaml(accounts))
-        _write(self.state_dir / "tempest.conf", self.tempest_conf())
-        info = {"pid": os.getpid(), "url": self.url, "auth_url": auth_url, "state_dir": str(self.state_dir),
-                "started_at": self.started_at, "default_image_id": self.default_image_id,
-                "cloud": CLOUD_NAME, "clouds_yaml": str(self.state_dir / "clouds.yaml"),
-                "tempest_conf": str(self.state_dir / "tempest.conf"), "credentials": creds,
-                "ssh_user": "cirros", "ssh_password": "gocubsgo", "network": "private"}
-        _write(self.state_dir / "lab.json", json.dumps(info, indent=2) + "\n")
+        client_files.write(self.state_dir / "clouds.yaml", client_files.clouds_yaml(creds))
+        client_files.write(self.state_dir / "accounts.yaml", client_files.accounts_yaml(creds))
+        client_files.write(self.state_dir / "tempest.conf", self.tempest_conf())
+        client_files.write(self.state_dir / "lab.json", client_files.lab_json(
+            url=self.url, state_dir=self.state_dir, creds=creds, started_at=self.started_at,
+            default_image_id=self.default_image_id))
 
     def tempest_conf(self):
-        creds = self.credentials()
-        image = self.default_image_id or ""
-        return f"""# Generated by xen-vhd-tempest lab for {self.url}
-[DEFAULT]
-log_dir = {self.state_dir}
-log_file = tempest.log
-
-[oslo_concurrency]
-lock_path = {self.state_dir / 'tempest_lock'}
-
-[auth]
-use_dynamic_credentials = False
-test_accounts_file = {self.state_dir / 'accounts.yaml'}
-admin_username = admin
-admin_password = {creds['admin']['password']}
-admin_project_name = admin
-admin_domain_name = Default
-default_credentials_domain_name = Default
-
-[identity]
-uri_v3 = {creds['auth_url']}/v3
-auth_version = v3
-region = {REGION}
-catalog_type = identity
-disable_ssl_certificate_validation = True
-
-[identity-feature-enabled]
-api_v2 = False
-api_v3 = True
-
-[compute]
-image_ref = {image}
-image_ref_alt = {image}
-flavor_ref = 1
-flavor_ref_alt = 84
-min_microversion = {compute_responses.MIN_VERSION}
-max_microversion = {compute_responses.MAX_VERSION}
-fixed_network_name = private
-build_timeout = 300
-build_interval = 1
-region = {REGION}
-catalog_type = compute
-
-[compute-feature-enabled]
-console_output = True
-resize = False
-snapshot = False
-live_migration = False
-vnc_console = False
-spice_console = False
-serial_console = False
-rescue = False
-suspend = False
-pause = False
-shelve = False
-interface_attach = False
-attach_encrypted_volume = False
-config_drive = True
-personality = False
-
-[image]
-catalog_type = image
-region = {REGION}
-disk_formats = vhd,raw,qcow2
-container_formats = ovf,bare
-
-[image-feature-enabled]
-import_image = False
-
-[volume]
-catalog_type = volumev3
-region = {REGION}
-min_microversion = {volume_responses.MIN_VERSION}
-max_microversion = {volume_responses.MAX_VERSION}
-volume_size = 1
-build_timeout = 300
-build_interval = 1
-
-[volume-feature-enabled]
-backup = False
-snapshot = False
-clone = False
-manage_volume = False
-extend_attached_volume = False
-
-[network]
-public_network_id =
-floating_network_name =
-
-[network-feature-enabled]
-floating_ips = False
-
-[validation]
-run_validation = True
-connect_method = fixed
-auth_method = keypair
-image_ssh_user = cirros
-image_ssh_password = gocubsgo
-image_alt_ssh_user = cirros
-network_for_ssh = private
-ip_version_for_ssh = 4
-ssh_timeout = 300
-security_group = False
-
-[service_available]
-nova = True
-glance = True
-cinder = True
-neutron = False
-swift = False
-
-[xen_vhd]
-# The lab's compute has XenServer semantics: the backup scenario runs; the synthetic one
-# builds its chain from the lab guest's raw disk.
-compute_is_xenserver = True
-raw_image = {self.guest_raw_path or ''}
-"""
+        return client_files.tempest_conf(self.url, state_dir=self.state_dir, creds=self.credentials(),
+                                         image_id=self.default_image_id or "", raw_image=self.guest_raw_path)
 
     # -- the end
     def stop(self):
@@ -382,42 +223,3 @@ raw_image = {self.guest_raw_path or ''}
             except FileNotFoundError:
                 pass
         self.log("lab stopped")
-
-
-def _write(path: Path, text: str):
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _yaml(data, indent=0) -> str:
-    """A small YAML emitter (dicts, lists, scalars) so the lab needs no PyYAML."""
-    pad = "  " * indent
-    lines = []
-    if isinstance(data, dict):
-        for key, value in data.items():
-            if isinstance(value, (dict, list)) and value:
-                lines.append(f"{pad}{key}:")
-                lines.append(_yaml(value, indent + 1))
-            else:
-                lines.append(f"{pad}{key}: {_scalar(value)}")
-    elif isinstance(data, list):
-        for item in data:
-            if isinstance(item, dict):
-                body = _yaml(item, indent + 1).lstrip()
-                lines.append(f"{pad}- {body}")
-            else:
-                lines.append(f"{pad}- {_scalar(item)}")
-    return "\n".join(lines) + ("\n" if indent == 0 else "")
-
-
-def _scalar(value):
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return str(value)
-    if isinstance(value, (list, dict)):
-        return "[]" if isinstance(value, list) else "{}"
-    return json.dumps(str(value))

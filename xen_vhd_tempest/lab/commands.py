@@ -72,7 +72,7 @@ def add_parser(subparsers):
     settings.add_argument("--fault", action="append", metavar="SPEC", default=[],
                           help="add a fault injection rule, e.g. kind=api,service=compute,method=POST,"
                                "path=/servers$,status=500,count=1 (or JSON); kinds: api, guest, ssh-drop, "
-                               "volume-error, image-saving (see lab/faults.py)")
+                               "volume-error, image-saving (see lab/fault_injection.py)")
     settings.add_argument("--clear-faults", action="store_true", help="remove every fault injection rule")
     settings.set_defaults(func=cmd_settings)
     return lab
@@ -329,7 +329,7 @@ def cmd_settings(args) -> int:
         changes["token_ttl"] = args.token_ttl
     try:
         if args.fault or args.clear_faults:
-            from .faults import parse_spec
+            from .fault_injection import parse_spec
             added = [parse_spec(spec) for spec in args.fault]
             if args.clear_faults:
                 changes["faults"] = added

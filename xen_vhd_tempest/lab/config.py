@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 # The faulty conversions a lab can be told to use instead of the reference one.
@@ -27,7 +27,7 @@ CONVERSION_MODES = ("reference", "raw-copy", "leaf-only", "no-resize", "ignore-b
 DEFAULT_SETTINGS = {
     "conversion_mode": "reference",
     "token_ttl": 3600,
-    "faults": [],          # fault injection rules: see lab/faults.py
+    "faults": [],          # fault injection rules: see lab/fault_injection.py
 }
 
 DEFAULT_PORT = 8780
@@ -45,7 +45,6 @@ class LabConfig:
     guest_address_base: int = 10
     guest_memory_mb: int = 192
     default_image: bool = True
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.state_dir = Path(self.state_dir).absolute()
@@ -120,6 +119,6 @@ def validate_settings(changes: dict) -> dict:
         if key == "token_ttl" and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise ValueError("token_ttl must be a positive integer (seconds)")
         if key == "faults":
-            from .faults import validate
+            from .fault_injection import validate
             changes[key] = validate(value)
     return changes

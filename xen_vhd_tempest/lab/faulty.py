@@ -29,21 +29,9 @@ def convert(mode: str, tgz, dest, reference=None) -> int:
 
 
 def extract_members(tgz, directory) -> list[Path]:
-    """The chain members of a XenServer image as ``N.vhd`` files in ``directory``, newest first.
-
-    Only names we make are written (never a name from the archive), one member at a time.
-    """
-    found = {}
-    with archive.open_source(str(tgz)) as opened:
-        for ref in opened.members:
-            if ref.rank in found:
-                raise FaultyConversionError(f"{ref.where}: chain position {ref.rank} appears twice")
-            target = Path(directory) / f"{ref.rank}.vhd"
-            src = ref.source
-            with open(target, "wb") as out:
-                while src.pos < src.size:
-                    out.write(src.read_at(src.pos, min(1 << 20, src.size - src.pos)))
-            found[ref.rank] = target
-    if not found:
-        raise FaultyConversionError(f"{Path(tgz).name}: no N.vhd members")
-    return [found[k] for k in sorted(found)]
+    """The chain members of a XenServer image as ``N.vhd`` files in ``directory``, newest first."""
+    from converter.errors import VhdError
+    try:
+        return [Path(path) for path, _where in archive.extract_members(tgz, directory)]
+    except VhdError as error:
+        raise FaultyConversionError(str(error)) from None

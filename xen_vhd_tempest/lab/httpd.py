@@ -2,9 +2,10 @@
 
 One ``ThreadingHTTPServer`` on a loopback port serves every service under a path
 prefix (``/identity``, ``/compute``, ``/image``, ``/volume``, ``/lab``), the way
-devstack puts them behind Apache. A service is a list of routes plus an error
-formatter (each OpenStack service words its errors differently); the services'
-``responses`` modules build those, the ``models`` modules hold state.
+devstack puts them behind Apache. A :class:`Service` is a route table (each service's
+``urls.py``) over a responses object (its ``responses.py``: HTTP in and out, calling the
+``models``, which hold state). A :class:`~.errors.LabError` becomes the service's own error
+body here (``errors.BODIES``).
 """
 
 from __future__ import annotations
@@ -17,40 +18,14 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Iterable
+from typing import Iterable, NamedTuple
 from urllib.parse import parse_qs, urlsplit
+
+from .errors import BODIES, LabError, bad_request, generic_body
 
 # oslo.middleware's sizelimit default (osapi_max_request_body_size): 112 KiB.
 MAX_JSON_BODY = 114688
 STREAM_CHUNK = 1024 * 1024
-
-
-class HTTPError(Exception):
-    """A failure with an HTTP status; ``kind`` picks the service's error body key."""
-
-    def __init__(self, status: int, message: str, *, kind: str | None = None, headers=None):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.kind = kind
-        self.headers = dict(headers or {})
-        self.response = None  # a complete response to send instead of the service's error body
-
-
-def bad_request(message):
-    return HTTPError(400, message, kind="badRequest")
-
-
-def not_found(message):
-    return HTTPError(404, message, kind="itemNotFound")
-
-
-def conflict(message):
-    return HTTPError(409, message, kind="conflictingRequest")
-
-
-def forbidden(message):
-    return HTTPError(403, message, kind="forbidden")
 
 
 REASONS = {
@@ -130,7 +105,7 @@ class Request:
                 total += size
                 if limit is not None and total > limit:
                     self._handler.close_connection = True
-                    raise HTTPError(413, "Request is too large.", kind="overLimit")
+                    raise LabError(413, "Request is too large.", kind="overLimit")
                 remaining = size
                 while remaining:
                     data = rfile.read(min(remaining, STREAM_CHUNK))
@@ -150,7 +125,7 @@ class Request:
                 raise bad_request("Invalid Content-Length") from None
             if limit is not None and remaining > limit:
                 self._handler.close_connection = True
-                raise HTTPError(413, "Request is too large.", kind="overLimit")
+                raise LabError(413, "Request is too large.", kind="overLimit")
             while remaining > 0:
                 data = rfile.read(min(remaining, STREAM_CHUNK))
                 if not data:
@@ -178,55 +153,70 @@ class Request:
             try:
                 for _ in self.stream(limit=64 * 1024 * 1024):
                     pass
-            except HTTPError:
+            except LabError:
                 self._handler.close_connection = True
 
 
-Handler = Callable[[Request], Response]
+class Route(NamedTuple):
+    """One row of a service's ``urls.py``."""
+    method: str
+    path: str                # ``{name}`` segments become ``request.params[name]``
+    handler: str             # the name of the responses object's method
+    public: bool = False     # answered without a token
+    versioned: bool = True   # the responses object's ``prepare(request)`` runs first (microversions)
 
 
 class Service:
-    """Routes under one prefix, an auth hook and an error formatter."""
+    """Routes under one prefix over a responses object, an auth hook, the service's error body.
 
-    def __init__(self, prefix: str, *, authenticate=None, format_error=None, decorate=None):
+    ``responses`` may define ``prepare(request)`` (run before versioned routes, after auth) and
+    ``decorate(request, response)`` (e.g. microversion headers, run on every answer)."""
+
+    def __init__(self, prefix: str, responses, routes: Iterable[Route], *, authenticate=None):
         self.prefix = prefix
-        self.routes: list[tuple[str, re.Pattern, Handler, bool]] = []
-        self.authenticate = authenticate  # (request) -> context or raises HTTPError(401)
-        self.format_error = format_error or default_error
-        self.decorate = decorate  # (request, response) -> None, e.g. microversion headers
-
-    def route(self, method: str, pattern: str, handler: Handler, *, public: bool = False):
-        regex = re.compile("^" + re.sub(r"{(\w+)}", r"(?P<\1>[^/]+)", pattern) + "$")
-        self.routes.append((method, regex, handler, public))
+        self.responses = responses
+        self.authenticate = authenticate  # (request) -> context or raises Unauthorized
+        self.prepare = getattr(responses, "prepare", None)
+        self.decorate = getattr(responses, "decorate", None)
+        self.routes = [(route, re.compile("^" + re.sub(r"{(\w+)}", r"(?P<\1>[^/]+)", route.path) + "$"),
+                        getattr(responses, route.handler)) for route in routes]
 
     def dispatch(self, request: Request) -> Response:
         allowed = []
         path = request.path.rstrip("/") or "/"
-        for method, regex, handler, public in self.routes:
+        for route, regex, handler in self.routes:
             m = regex.match(path)
             if not m:
                 continue
-            if method != request.method and not (method == "GET" and request.method == "HEAD"):
-                allowed.append(method)
+            if route.method != request.method and not (route.method == "GET" and request.method == "HEAD"):
+                allowed.append(route.method)
                 continue
             request.params = m.groupdict()
-            if not public and self.authenticate is not None:
+            if not route.public and self.authenticate is not None:
                 request.context = self.authenticate(request)
             elif self.authenticate is not None:
                 request.context = None
+            if route.versioned and self.prepare is not None:
+                self.prepare(request)
             return handler(request)
         if allowed:
-            raise HTTPError(405, "The method is not allowed for the requested URL.",
-                            kind="badMethod", headers={"Allow": ", ".join(sorted(set(allowed)))})
-        raise HTTPError(404, "The resource could not be found.", kind="itemNotFound")
+            raise LabError(405, "The method is not allowed for the requested URL.",
+                           kind="badMethod", headers={"Allow": ", ".join(sorted(set(allowed)))})
+        raise LabError(404, "The resource could not be found.", kind="itemNotFound")
+
+    def error_response(self, error: LabError) -> Response:
+        return error_response(error, error.style or self.prefix)
 
 
-_FAULT_KINDS = {"compute": "computeFault", "volume": "computeFault"}
-
-
-def default_error(error: HTTPError) -> Response:
-    return Response.json(error.status, {error.kind or "error": {"code": error.status,
-                                                              "message": error.message}})
+def error_response(error: LabError, style: str | None = None) -> Response:
+    """``error`` in the words of service ``style`` (``errors.BODIES``; others: cinder's shape)."""
+    body = BODIES.get(style, generic_body)(error)
+    if isinstance(body, str):
+        response = Response(error.status, body.encode(), {"Content-Type": "text/plain; charset=UTF-8"})
+    else:
+        response = Response.json(error.status, body)
+    response.headers.update(error.headers)
+    return response
 
 
 class LabHTTPServer(ThreadingHTTPServer):
@@ -236,7 +226,7 @@ class LabHTTPServer(ThreadingHTTPServer):
     def __init__(self, address, services: dict[str, Service], log=None):
         self.services = services
         self.log = log
-        # (service prefix, method, path) -> None | ("status", code) | ("hang", seconds): lab/faults.py
+        # (service prefix, method, path) -> fault_injection.ApiFault | None
         self.fault_hook = None
         super().__init__(address, _Handler)
 
@@ -266,25 +256,23 @@ class _Handler(BaseHTTPRequestHandler):
         request = Request(self, self.command, rest, split.query, base_url)
         try:
             if service is None:
-                raise HTTPError(404, "The resource could not be found.")
+                raise LabError(404, "The resource could not be found.")
             fault = self.server.fault_hook(prefix, self.command, rest) if self.server.fault_hook else None
-            if fault is not None and fault[0] == "hang":
-                time.sleep(fault[1])        # no answer: the client's timeout is shorter
+            if fault is not None and fault.hang is not None:
+                time.sleep(fault.hang)      # no answer: the client's timeout is shorter
                 self.close_connection = True
                 return
             try:
                 if fault is not None:
-                    raise HTTPError(fault[1], "Injected fault: the service failed to handle the request "
-                                              f"(lab fault injection, request {request.request_id}).",
-                                    kind=_FAULT_KINDS.get(prefix, "computeFault"))
+                    raise LabError(fault.status, "Injected fault: the service failed to handle the request "
+                                   f"(lab fault injection, request {request.request_id}).", kind="computeFault")
                 response = service.dispatch(request)
-            except HTTPError as error:
-                response = error.response or service.format_error(error)
-                response.headers.update(error.headers)
+            except LabError as error:
+                response = service.error_response(error)
             if service.decorate is not None:
                 service.decorate(request, response)
-        except HTTPError as error:
-            response = default_error(error)
+        except LabError as error:
+            response = error_response(error)
         except Exception as error:  # a lab bug: say so in a 500 rather than hang the client
             import traceback
             traceback.print_exc()

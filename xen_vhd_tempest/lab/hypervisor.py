@@ -33,6 +33,7 @@ import threading
 import time
 from pathlib import Path
 
+from . import addresses
 from .qemu_qmp import QMP, QMPError
 
 QEMU = os.environ.get("XEN_VHD_TEMPEST_QEMU", "qemu-system-x86_64")
@@ -104,50 +105,6 @@ def qemu_available() -> str | None:
     if not shutil.which(QEMU_IMG):
         return f"{QEMU_IMG} not found (install qemu-utils)"
     return None
-
-
-# --- address allocation ------------------------------------------------------------------------
-
-_alloc_lock = threading.Lock()
-_in_use: set[tuple[str, int]] = set()
-
-
-def _can_bind(host: str, port: int) -> bool:
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((host, port))
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
-
-
-def _allocate_address(exclude=()) -> tuple[str, int]:
-    with _alloc_lock:
-        if os.geteuid() == 0:
-            for n in range(2, 255):
-                addr = (f"127.0.0.{n}", 22)
-                if addr in _in_use or addr in exclude:
-                    continue
-                if _can_bind(*addr):
-                    _in_use.add(addr)
-                    return addr
-        for _ in range(50):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            addr = ("127.0.0.1", s.getsockname()[1])
-            s.close()
-            if addr not in _in_use and addr not in exclude:
-                _in_use.add(addr)
-                return addr
-    raise GuestError("no free loopback address for a guest's SSH port")
-
-
-def _release_address(addr) -> None:
-    with _alloc_lock:
-        _in_use.discard(addr)
 
 
 # --- guests ------------------------------------------------------------------------------------
@@ -249,7 +206,11 @@ class Guest:
                     host, port = self._fixed_addr
                     addr = (host or "127.0.0.1", int(port or 22))
                 else:
-                    addr = _allocate_address(exclude=tried)
+                    try:
+                        addr = addresses.allocate(exclude=tried)
+                    except addresses.NoFreeAddress as error:
+                        self.stop()
+                        raise GuestError(f"{self.name}: {error}") from None
                 self.ssh_address = addr
                 try:
                     self._launch()
@@ -257,7 +218,7 @@ class Guest:
                 except _HostfwdBusy:
                     tried.append(addr)
                     if not self._fixed_addr:
-                        _release_address(addr)
+                        addresses.release(addr)
                     if self._fixed_addr or attempt == 3:
                         err = GuestError(f"{self.name}: cannot forward SSH from {addr[0]}:{addr[1]} (address in use)",
                                          self._stderr_tail())
@@ -390,7 +351,7 @@ class Guest:
                 shutil.rmtree(self._sockdir, ignore_errors=True)
                 self._sockdir = None
             if self.ssh_address is not None and not self._fixed_addr:
-                _release_address(self.ssh_address)
+                addresses.release(self.ssh_address)
             self._paused = False
             self._map_cache = None
             _live.discard(self)
@@ -526,6 +487,12 @@ class Guest:
                 raise
             self._devices[dev] = node
             return dev
+
+    @property
+    def hotplugged(self) -> list[str]:
+        """Device ids of the disks hot-plugged now, in the order they were attached."""
+        with self._lock:
+            return list(self._devices)
 
     def detach_disk(self, device_id, timeout: float = 30.0) -> None:
         with self._lock:

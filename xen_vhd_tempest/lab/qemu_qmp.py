@@ -1,106 +1,101 @@
-"""A minimal synchronous QMP client (QEMU Machine Protocol over a unix socket).
+"""QMP (QEMU Machine Protocol) for the lab's guests, over the maintained ``qemu.qmp`` library.
 
-Thread-safe: one command at a time; asynchronous events are kept in a list that
-:meth:`QMP.wait_event` consumes.
+``qemu.qmp`` is asyncio; the lab's callers are threads (HTTP handlers, build and backup
+workers). One event loop in a daemon thread serves every connection, and :class:`QMP` offers
+the blocking calls the hypervisor uses: ``connect``, ``command``, ``wait_event``, ``close``.
+Events that arrive while nobody waits are kept for the next :meth:`QMP.wait_event`.
 """
 
 from __future__ import annotations
 
-import json
-import socket
+import asyncio
+import concurrent.futures
+import logging
 import threading
 import time
+
+from qemu.qmp import ConnectError, ExecuteError, QMPClient
+from qemu.qmp import QMPError as _LibraryError
+
+# qemu.qmp logs every disconnect of a killed QEMU as an error: the lab reports its own.
+logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
+
+_loop: asyncio.AbstractEventLoop | None = None
+_loop_lock = threading.Lock()
 
 
 class QMPError(Exception):
     """A QMP command failed, or the connection broke."""
 
 
+def _quiet_disconnects(loop, context):
+    """A QEMU that exits (power-off, kill) ends its reader task with EOF: not worth a report."""
+    if not isinstance(context.get("exception"), (EOFError, ConnectionError)):
+        loop.default_exception_handler(context)
+
+
+def _event_loop() -> asyncio.AbstractEventLoop:
+    global _loop
+    with _loop_lock:
+        if _loop is None:
+            _loop = asyncio.new_event_loop()
+            _loop.set_exception_handler(_quiet_disconnects)
+            threading.Thread(target=_loop.run_forever, name="lab-qmp", daemon=True).start()
+        return _loop
+
+
+def _run(coro, timeout: float):
+    future = asyncio.run_coroutine_threadsafe(asyncio.wait_for(coro, timeout), _event_loop())
+    try:
+        return future.result()
+    except (asyncio.TimeoutError, concurrent.futures.TimeoutError):
+        raise TimeoutError from None
+
+
 class QMP:
     def __init__(self, path: str, timeout: float = 10.0):
         self.path = str(path)
         self.timeout = timeout
-        self.sock: socket.socket | None = None
-        self._buf = b""
+        self._client: QMPClient | None = None
         self._events: list[dict] = []
         self._lock = threading.RLock()
 
-    # -- connection -------------------------------------------------------------------------
     def connect(self, deadline: float) -> None:
         """Connect (retrying until ``deadline``, a time.monotonic() value) and negotiate."""
-        last = None
         while True:
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.settimeout(self.timeout)
+            client = QMPClient(self.path)
             try:
-                s.connect(self.path)
-                break
-            except OSError as exc:
-                s.close()
+                _run(client.connect(self.path), max(deadline - time.monotonic(), 0.05))
+                self._client = client
+                return
+            except (ConnectError, OSError, TimeoutError) as exc:
                 last = exc
-                if time.monotonic() >= deadline:
-                    raise QMPError(f"cannot connect to QMP socket {self.path}: {last}") from None
-                time.sleep(0.05)
-        self.sock = s
-        greeting = self._read_message()
-        if "QMP" not in greeting:
-            raise QMPError(f"unexpected QMP greeting: {greeting!r}")
-        self.command("qmp_capabilities")
+            if time.monotonic() >= deadline:
+                raise QMPError(f"cannot connect to QMP socket {self.path}: {last}") from None
+            time.sleep(0.05)
 
     def close(self) -> None:
         with self._lock:
-            if self.sock is not None:
-                try:
-                    self.sock.close()
-                except OSError:
-                    pass
-                self.sock = None
-
-    # -- messages ---------------------------------------------------------------------------
-    def _read_message(self, timeout: float | None = None) -> dict:
-        if self.sock is None:
-            raise QMPError("QMP connection closed")
-        self.sock.settimeout(timeout if timeout is not None else self.timeout)
-        while b"\n" not in self._buf:
+            client, self._client = self._client, None
+        if client is not None:
             try:
-                chunk = self.sock.recv(65536)
-            except socket.timeout:
-                raise
-            except OSError as exc:
-                raise QMPError(f"QMP connection lost: {exc}") from None
-            if not chunk:
-                raise QMPError("QMP connection closed by QEMU")
-            self._buf += chunk
-        line, self._buf = self._buf.split(b"\n", 1)
-        try:
-            return json.loads(line)
-        except ValueError:
-            raise QMPError(f"bad QMP message: {line[:200]!r}") from None
+                _run(client.disconnect(), self.timeout)
+            except (_LibraryError, OSError, EOFError, TimeoutError):
+                pass
 
     def command(self, name: str, **arguments):
         """Run a command and return its ``return`` value; raise QMPError on ``error``."""
         with self._lock:
-            if self.sock is None:
+            if self._client is None:
                 raise QMPError("QMP connection closed")
-            msg = {"execute": name}
-            if arguments:
-                msg["arguments"] = arguments
             try:
-                self.sock.sendall(json.dumps(msg).encode() + b"\n")
-            except OSError as exc:
+                return _run(self._client.execute(name, arguments or None), self.timeout)
+            except ExecuteError as exc:
                 raise QMPError(f"QMP {name}: {exc}") from None
-            while True:
-                try:
-                    reply = self._read_message()
-                except socket.timeout:
-                    raise QMPError(f"QMP {name}: no reply within {self.timeout:.0f}s") from None
-                if "event" in reply:
-                    self._events.append(reply)
-                    continue
-                if "error" in reply:
-                    err = reply["error"]
-                    raise QMPError(f"QMP {name}: {err.get('desc', err)}")
-                return reply.get("return")
+            except TimeoutError:
+                raise QMPError(f"QMP {name}: no reply within {self.timeout:.0f}s") from None
+            except (_LibraryError, OSError, EOFError) as exc:
+                raise QMPError(f"QMP {name}: {exc or type(exc).__name__}") from None
 
     def wait_event(self, name: str, timeout: float, match=None) -> dict | None:
         """Wait for event ``name`` (optionally with ``match(event)`` true); None on timeout."""
@@ -111,13 +106,9 @@ class QMP:
                     if ev.get("event") == name and (match is None or match(ev)):
                         return self._events.pop(i)
                 left = deadline - time.monotonic()
-                if left <= 0:
+                if left <= 0 or self._client is None:
                     return None
                 try:
-                    ev = self._read_message(timeout=left)
-                except socket.timeout:
+                    self._events.append(dict(_run(self._client.events.get(), left)))
+                except (TimeoutError, _LibraryError, OSError, EOFError):
                     return None
-                except QMPError:
-                    return None
-                if "event" in ev:
-                    self._events.append(ev)

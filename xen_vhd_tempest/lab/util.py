@@ -7,7 +7,7 @@ import time
 import uuid
 from datetime import datetime, timezone
 
-from .httpd import HTTPError
+from .errors import LabError
 
 
 def now() -> float:
@@ -71,10 +71,10 @@ def requested_microversion(headers, service: str, legacy_header: str | None,
     try:
         wanted = parse_version(text)
     except ValueError:
-        raise HTTPError(400, f"API Version String {text} is of invalid format. Must be of format MajorNum.MinorNum.",
+        raise LabError(400, f"API Version String {text} is of invalid format. Must be of format MajorNum.MinorNum.",
                         kind="badRequest") from None
     if not lo <= wanted <= hi:
-        raise HTTPError(406 if service == "compute" else 404,
+        raise LabError(406 if service == "compute" else 404,
                         f"Version {text} is not supported by the API. Minimum is {minimum} and maximum is {maximum}.",
                         kind="computeFault" if service == "compute" else "itemNotFound")
     return wanted

@@ -1,6 +1,6 @@
 """Nova v2.1 state and behaviour: flavors, keypairs, servers, backups, volume attachments.
 
-Servers run on a *driver* (``xen_vhd_tempest.lab.xenserver.XenServerDriver``: QEMU guests
+Servers run on a *driver* (``compute.driver.XenServerDriver``: QEMU guests
 with XenServer image semantics). The models own the state machine:
 
     BUILD (vm building, task scheduling→spawning) → ACTIVE | ERROR (with a fault)
@@ -19,7 +19,7 @@ import os
 import threading
 import traceback
 
-from ..httpd import HTTPError, bad_request, conflict, not_found
+from ..errors import LabError, bad_request, conflict, not_found
 from ..util import new_id, now
 
 GIB = 1024 ** 3
@@ -37,11 +37,7 @@ DEFAULT_FLAVORS = [
 
 
 def _policy(rule):
-    return HTTPError(403, f"Policy doesn't allow {rule} to be performed.", kind="forbidden")
-
-
-class Fault(Exception):
-    """A spawn/backup failure to show in the server's fault (one line)."""
+    return LabError(403, f"Policy doesn't allow {rule} to be performed.", kind="forbidden")
 
 
 class ComputeBackend:
@@ -56,8 +52,19 @@ class ComputeBackend:
         self.keypairs = store.collection("keypairs")  # "user_id/name" -> record
         self.servers: dict[str, dict] = {}
         self.lock = store.lock
-        self._threads: list[threading.Thread] = []
         self._instance_counter = 0
+        self._drop_unfinished_backups()
+
+    def _drop_unfinished_backups(self):
+        """A restarted lab has no servers: a backup that was being exported never will be.
+        Nova deletes the image of a backup that failed before it became active; so does the lab."""
+        for image in self.images.list(None, {}):
+            if image["properties"].get("image_type") == "backup" and image["status"] != "active":
+                try:
+                    self.images.delete(None, image["id"])
+                except LabError:
+                    continue
+                self.log(f"deleted backup {image['id']} left unfinished by a previous lab")
 
     # -- flavors -------------------------------------------------------------------------------
     def ensure_default_flavors(self):
@@ -243,7 +250,7 @@ class ComputeBackend:
         if key_name is not None:
             try:
                 keypair = self.keypair(ctx, key_name)
-            except HTTPError:
+            except LabError:
                 raise bad_request("Invalid key_name provided.") from None
         metadata = body.get("metadata") or {}
         if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
@@ -268,7 +275,7 @@ class ComputeBackend:
             vid = root_volume.get("uuid")
             try:
                 self.volumes.reserve(ctx, vid, server_id)
-            except HTTPError as e:
+            except LabError as e:
                 raise bad_request(f"Invalid volume: {e.message}") from None
             server["root_volume_id"] = vid
             server["attachments"].append({
@@ -276,11 +283,12 @@ class ComputeBackend:
                 "delete_on_termination": bool(root_volume.get("delete_on_termination", False)),
                 "tag": root_volume.get("tag"), "device_id": None, "root": True})
         try:
-            server["address"], server["mac"] = self.driver.allocate_address(server_id)
+            address = self.driver.allocate_address(server_id)
         except Exception as e:
             if server["root_volume_id"]:
                 self.volumes.unreserve(server["root_volume_id"])
-            raise HTTPError(500, f"No address available: {e}", kind="computeFault") from None
+            raise LabError(500, f"No address available: {e}", kind="computeFault") from None
+        server["address"], server["mac"] = address.host, address.mac
         with self.lock:
             self.servers[server_id] = server
             created = _copy(server)  # as created: the build thread changes the record
@@ -289,7 +297,6 @@ class ComputeBackend:
 
     def _spawn_thread(self, fn, *args):
         thread = threading.Thread(target=fn, args=args, daemon=True, name=f"{fn.__name__}-{args[0][:8]}")
-        self._threads.append(thread)
         thread.start()
 
     def _set(self, server_id, **changes):
@@ -316,7 +323,7 @@ class ComputeBackend:
                               root_volume=root, public_keys=keys)
         except Exception as error:
             message = _one_line(error)
-            if not isinstance(error, Fault):
+            if not isinstance(error, LabError):
                 traceback.print_exc()
             self.log(f"server {server_id}: spawn failed: {message}")
             with self.lock:
@@ -369,7 +376,7 @@ class ComputeBackend:
             if a.get("delete_on_termination"):
                 try:
                     self.volumes.delete(None, a["volume_id"])
-                except HTTPError:
+                except LabError:
                     pass
         with self.lock:
             self.servers.pop(server_id, None)
@@ -389,7 +396,7 @@ class ComputeBackend:
             raise conflict(f"Cannot 'get_console_output' instance {server_id} while it is in vm_state building")
         text = self.driver.console_output(server_id)
         if text is None:
-            raise HTTPError(404, "Guest does not have a console available.", kind="itemNotFound")
+            raise LabError(404, "Guest does not have a console available.", kind="itemNotFound")
         if length is not None:
             lines = text.splitlines(True)
             text = "".join(lines[-length:]) if length > 0 else ""
@@ -436,12 +443,12 @@ class ComputeBackend:
             self.images.add_data_from_file(ctx, image_id, path)
             self.log(f"server {server_id}: backup {image_id} active")
         except Exception as error:
-            if not isinstance(error, Fault):
+            if not isinstance(error, LabError):
                 traceback.print_exc()
             self.log(f"server {server_id}: backup {image_id} failed: {_one_line(error)}")
             try:
                 self.images.delete(None, image_id)
-            except HTTPError:
+            except LabError:
                 pass
         finally:
             if path is not None:
@@ -463,7 +470,7 @@ class ComputeBackend:
             try:
                 self.images.delete(None, old["id"])
                 self.log(f"server {server_id}: rotated out backup {old['id']}")
-            except HTTPError:
+            except LabError:
                 pass
 
     # -- volume attachments --------------------------------------------------------------------
@@ -477,7 +484,7 @@ class ComputeBackend:
             raise bad_request(f"Invalid input for field/attribute device. Value: {device!r}.")
         try:
             self.volumes.get(ctx, volume_id)
-        except HTTPError:
+        except LabError:
             raise not_found(f"Volume {volume_id} could not be found.") from None
         if any(a["volume_id"] == volume_id for a in server["attachments"]):
             raise conflict(f"Volume {volume_id} is already attached to instance {server_id}")
@@ -488,12 +495,12 @@ class ComputeBackend:
                       "tag": body.get("tag"), "device_id": None, "root": False}
         try:
             attachment["device_id"], attachment["device"] = self.driver.attach_volume(
-                server_id, self.volumes.path(volume_id), volume_id)
+                server_id, self.volumes.path(volume_id))
         except Exception as error:
             self.volumes.unreserve(volume_id)
-            if not isinstance(error, Fault):
+            if not isinstance(error, LabError):
                 traceback.print_exc()
-            raise HTTPError(500, f"Failed to attach volume {volume_id}: {_one_line(error)}",
+            raise LabError(500, f"Failed to attach volume {volume_id}: {_one_line(error)}",
                             kind="computeFault") from None
         self.volumes.attached(volume_id, server_id, attachment["device"], attachment["attachment_id"])
         with self.lock:

@@ -1,23 +1,17 @@
-"""Nova v2.1 over HTTP: views per microversion, routes, nova-style errors and headers."""
+"""Nova v2.1 over HTTP: views per microversion and :class:`ComputeResponses` (one method per
+route of ``urls.py``), microversion headers. Errors are worded by ``errors.nova_body``."""
 
 from __future__ import annotations
 
 import hashlib
 
-from ..httpd import HTTPError, Response, Service, bad_request, default_error
+from ..errors import LabError, bad_request
+from ..httpd import Response
 from ..util import iso, requested_microversion
 
 MIN_VERSION = "2.1"
 MAX_VERSION = "2.96"
 NETWORK = "private"
-
-
-def format_error(error: HTTPError) -> Response:
-    kinds = {400: "badRequest", 401: "unauthorized", 403: "forbidden", 404: "itemNotFound",
-             405: "badMethod", 409: "conflictingRequest", 413: "overLimit", 415: "badMediaType",
-             501: "notImplemented"}
-    error.kind = kinds.get(error.status, "computeFault")
-    return default_error(error)
 
 
 def version_doc(base_url):
@@ -164,10 +158,26 @@ def keypair_view(req, k, *, full=False, created=False):
     return out
 
 
-def build(backend, image_url) -> Service:
-    service = Service("compute", format_error=format_error)
+def _body_of(req, key):
+    body = req.json()
+    if not isinstance(body, dict) or key not in body:
+        raise bad_request(f"Invalid input for field/attribute {key}. Value: {body!r}. "
+                          f"'{key}' is a required property")
+    return body[key]
 
-    def decorate(req, resp):
+
+class ComputeResponses:
+    """Nova's HTTP in and out over ``backend`` (``models.ComputeBackend``)."""
+
+    def __init__(self, backend, image_url):
+        self.backend = backend
+        self.image_url = image_url   # glance, for the pre-2.45 createBackup Location header
+
+    def prepare(self, req):
+        req.microversion = requested_microversion(req.headers, "compute", "X-OpenStack-Nova-API-Version",
+                                                  MIN_VERSION, MAX_VERSION)
+
+    def decorate(self, req, resp):
         version = getattr(req, "microversion", None)
         if version is not None:
             text = f"{version[0]}.{version[1]}"
@@ -175,75 +185,57 @@ def build(backend, image_url) -> Service:
             resp.headers["X-OpenStack-Nova-API-Version"] = text
             resp.headers["Vary"] = "OpenStack-API-Version, X-OpenStack-Nova-API-Version"
         resp.headers.setdefault("X-Compute-Request-Id", req.request_id)
-    service.decorate = decorate
-
-    def versioned(fn):
-        def wrapper(req):
-            req.microversion = requested_microversion(req.headers, "compute", "X-OpenStack-Nova-API-Version",
-                                                      MIN_VERSION, MAX_VERSION)
-            return fn(req)
-        return wrapper
-
-    def route(method, path, fn, public=False):
-        service.route(method, path, versioned(fn), public=public)
-
-    def body_of(req, key):
-        body = req.json()
-        if not isinstance(body, dict) or key not in body:
-            raise bad_request(f"Invalid input for field/attribute {key}. Value: {body!r}. "
-                              f"'{key}' is a required property")
-        return body[key]
 
     # -- versions
-    def versions(req):
+    def versions(self, req):
         return Response.json(200, {"versions": [version_doc(req.base_url)]})
 
-    def v21(req):
+    def v21(self, req):
         return Response.json(200, {"version": version_doc(req.base_url)})
 
     # -- flavors
-    def flavors(req):
-        return Response.json(200, {"flavors": [flavor_view(req, f, False) for f in backend.list_flavors()]})
+    def flavors(self, req):
+        return Response.json(200, {"flavors": [flavor_view(req, f, False) for f in self.backend.list_flavors()]})
 
-    def flavors_detail(req):
-        return Response.json(200, {"flavors": [flavor_view(req, f) for f in backend.list_flavors()]})
+    def flavors_detail(self, req):
+        return Response.json(200, {"flavors": [flavor_view(req, f) for f in self.backend.list_flavors()]})
 
-    def flavor_show(req):
-        return Response.json(200, {"flavor": flavor_view(req, backend.flavor(req.params["flavor_id"]))})
+    def flavor_show(self, req):
+        return Response.json(200, {"flavor": flavor_view(req, self.backend.flavor(req.params["flavor_id"]))})
 
-    def flavor_create(req):
-        f = backend.create_flavor(req.context, body_of(req, "flavor"))
+    def flavor_create(self, req):
+        f = self.backend.create_flavor(req.context, _body_of(req, "flavor"))
         return Response.json(200, {"flavor": flavor_view(req, f)})
 
-    def flavor_delete(req):
-        backend.delete_flavor(req.context, req.params["flavor_id"])
+    def flavor_delete(self, req):
+        self.backend.delete_flavor(req.context, req.params["flavor_id"])
         return Response.empty(202)
 
     # -- keypairs
-    def keypairs(req):
+    def keypairs(self, req):
         return Response.json(200, {"keypairs": [{"keypair": keypair_view(req, k)}
-                                                for k in backend.list_keypairs(req.context)]})
+                                                for k in self.backend.list_keypairs(req.context)]})
 
-    def keypair_create(req):
-        k = backend.create_keypair(req.context, body_of(req, "keypair"),
-                                   allow_generate=req.microversion < (2, 92))
+    def keypair_create(self, req):
+        k = self.backend.create_keypair(req.context, _body_of(req, "keypair"),
+                                        allow_generate=req.microversion < (2, 92))
         return Response.json(201 if req.microversion >= (2, 2) else 200,
                              {"keypair": keypair_view(req, k, created=True)})
 
-    def keypair_show(req):
-        k = backend.keypair(req.context, req.params["name"])
+    def keypair_show(self, req):
+        k = self.backend.keypair(req.context, req.params["name"])
         return Response.json(200, {"keypair": keypair_view(req, k, full=True)})
 
-    def keypair_delete(req):
-        backend.delete_keypair(req.context, req.params["name"])
+    def keypair_delete(self, req):
+        self.backend.delete_keypair(req.context, req.params["name"])
         return Response.empty(204 if req.microversion >= (2, 2) else 202)
 
     # -- servers
-    def all_tenants(req):
+    def _all_tenants(self, req):
         return req.arg("all_tenants") not in (None, "0", "false", "False")
 
-    def filtered(req):
-        servers = backend.list_servers(req.context, all_tenants(req))
+    def _filtered(self, req):
+        servers = self.backend.list_servers(req.context, self._all_tenants(req))
         for key, field in (("name", "name"), ("status", "status")):
             value = req.arg(key)
             if value is not None:
@@ -264,46 +256,47 @@ def build(backend, image_url) -> Service:
                 raise bad_request(f"Invalid input for query parameters limit. Value: {limit}.") from None
         return servers
 
-    def servers_index(req):
-        return Response.json(200, {"servers": [server_summary(req, s) for s in filtered(req)]})
+    def servers_index(self, req):
+        return Response.json(200, {"servers": [server_summary(req, s) for s in self._filtered(req)]})
 
-    def servers_detail(req):
-        return Response.json(200, {"servers": [server_view(req, s, show=False) for s in filtered(req)]})
+    def servers_detail(self, req):
+        return Response.json(200, {"servers": [server_view(req, s, show=False) for s in self._filtered(req)]})
 
-    def server_create(req):
+    def server_create(self, req):
         body = req.json()
         if not isinstance(body, dict) or not isinstance(body.get("server"), dict):
             raise bad_request(f"Invalid input for field/attribute server. Value: {body!r}. "
                               "'server' is a required property")
-        s = backend.create_server(req.context, body["server"], req.microversion)
+        s = self.backend.create_server(req.context, body["server"], req.microversion)
         out = {"id": s["id"], "links": _links(req.base_url, "servers", s["id"]),
                "OS-DCF:diskConfig": "MANUAL", "security_groups": [{"name": "default"}],
                "adminPass": s["admin_pass"]}
         return Response.json(202, {"server": out},
                              {"Location": f"{req.base_url}/v2.1/servers/{s['id']}"})
 
-    def server_show(req):
-        return Response.json(200, {"server": server_view(req, backend.server(req.context, req.params["server_id"]))})
+    def server_show(self, req):
+        server = self.backend.server(req.context, req.params["server_id"])
+        return Response.json(200, {"server": server_view(req, server)})
 
-    def server_update(req):
-        s = backend.update_server(req.context, req.params["server_id"], body_of(req, "server"))
+    def server_update(self, req):
+        s = self.backend.update_server(req.context, req.params["server_id"], _body_of(req, "server"))
         return Response.json(200, {"server": server_view(req, s)})
 
-    def server_delete(req):
-        backend.delete_server(req.context, req.params["server_id"])
+    def server_delete(self, req):
+        self.backend.delete_server(req.context, req.params["server_id"])
         return Response.empty(204)
 
-    def server_action(req):
+    def server_action(self, req):
         body = req.json()
         if not isinstance(body, dict) or len(body) != 1:
             raise bad_request("Invalid action: exactly one action per request.")
         (name, arg), = body.items()
         sid = req.params["server_id"]
         if name == "createBackup":
-            image = backend.create_backup(req.context, sid, arg, req.microversion)
+            image = self.backend.create_backup(req.context, sid, arg, req.microversion)
             if req.microversion >= (2, 45):
                 return Response.json(202, {"image_id": image["id"]})
-            return Response.empty(202, {"Location": f"{image_url}/images/{image['id']}",
+            return Response.empty(202, {"Location": f"{self.image_url}/images/{image['id']}",
                                         "Content-Type": "application/json"})
         if name == "os-getConsoleOutput":
             length = (arg or {}).get("length") if isinstance(arg, dict) or arg is None else "bad"
@@ -314,41 +307,42 @@ def build(backend, image_url) -> Service:
                     raise bad_request(f"Invalid input for field/attribute length. Value: {length!r}.")
                 if length == -1:
                     length = None
-            return Response.json(200, {"output": backend.console_output(req.context, sid, length)})
-        backend.server(req.context, sid)
+            return Response.json(200, {"output": self.backend.console_output(req.context, sid, length)})
+        self.backend.server(req.context, sid)
         raise bad_request(f"There is no such action: {name}")
 
-    def ips(req):
-        s = backend.server(req.context, req.params["server_id"])
+    def ips(self, req):
+        s = self.backend.server(req.context, req.params["server_id"])
         return Response.json(200, {"addresses": address_view(s)})
 
-    def ips_network(req):
-        s = backend.server(req.context, req.params["server_id"])
+    def ips_network(self, req):
+        s = self.backend.server(req.context, req.params["server_id"])
         net = address_view(s)
         if req.params["network"] not in net:
-            raise HTTPError(404, "Instance is not a member of specified network", kind="itemNotFound")
+            raise LabError(404, "Instance is not a member of specified network", kind="itemNotFound")
         return Response.json(200, {req.params["network"]: net[req.params["network"]]})
 
     # -- volume attachments
-    def attachments(req):
-        s = backend.server(req.context, req.params["server_id"])
-        return Response.json(200, {"volumeAttachments": [attachment_view(req, s["id"], a) for a in s["attachments"]]})
+    def attachments(self, req):
+        s = self.backend.server(req.context, req.params["server_id"])
+        return Response.json(200, {"volumeAttachments": [attachment_view(req, s["id"], a)
+                                                         for a in s["attachments"]]})
 
-    def attachment_create(req):
-        body = body_of(req, "volumeAttachment")
-        a = backend.attach_volume(req.context, req.params["server_id"], body, req.microversion)
+    def attachment_create(self, req):
+        body = _body_of(req, "volumeAttachment")
+        a = self.backend.attach_volume(req.context, req.params["server_id"], body, req.microversion)
         return Response.json(200, {"volumeAttachment": attachment_view(req, req.params["server_id"], a)})
 
-    def attachment_show(req):
-        a = backend.attachment(req.context, req.params["server_id"], req.params["volume_id"])
+    def attachment_show(self, req):
+        a = self.backend.attachment(req.context, req.params["server_id"], req.params["volume_id"])
         return Response.json(200, {"volumeAttachment": attachment_view(req, req.params["server_id"], a)})
 
-    def attachment_delete(req):
-        backend.detach_volume(req.context, req.params["server_id"], req.params["volume_id"])
+    def attachment_delete(self, req):
+        self.backend.detach_volume(req.context, req.params["server_id"], req.params["volume_id"])
         return Response.empty(202)
 
-    def limits(req):
-        servers = backend.list_servers(req.context)
+    def limits(self, req):
+        servers = self.backend.list_servers(req.context)
         return Response.json(200, {"limits": {"rate": [], "absolute": {
             "maxServerMeta": 128, "maxPersonality": 5, "maxPersonalitySize": 10240,
             "maxTotalKeypairs": 100, "maxImageMeta": 128, "maxServerGroups": 10,
@@ -357,31 +351,3 @@ def build(backend, image_url) -> Service:
             "maxTotalFloatingIps": 10, "totalCoresUsed": sum(s["flavor"]["vcpus"] for s in servers),
             "totalInstancesUsed": len(servers), "totalRAMUsed": sum(s["flavor"]["ram"] for s in servers),
             "totalSecurityGroupsUsed": 0, "totalFloatingIpsUsed": 0, "totalServerGroupsUsed": 0}}})
-
-    service.route("GET", "/", versions, public=True)
-    route("GET", "/v2.1", v21, public=True)
-    p = "/v2.1"
-    route("GET", p + "/flavors", flavors)
-    route("GET", p + "/flavors/detail", flavors_detail)
-    route("POST", p + "/flavors", flavor_create)
-    route("GET", p + "/flavors/{flavor_id}", flavor_show)
-    route("DELETE", p + "/flavors/{flavor_id}", flavor_delete)
-    route("GET", p + "/os-keypairs", keypairs)
-    route("POST", p + "/os-keypairs", keypair_create)
-    route("GET", p + "/os-keypairs/{name}", keypair_show)
-    route("DELETE", p + "/os-keypairs/{name}", keypair_delete)
-    route("GET", p + "/servers", servers_index)
-    route("GET", p + "/servers/detail", servers_detail)
-    route("POST", p + "/servers", server_create)
-    route("GET", p + "/servers/{server_id}", server_show)
-    route("PUT", p + "/servers/{server_id}", server_update)
-    route("DELETE", p + "/servers/{server_id}", server_delete)
-    route("POST", p + "/servers/{server_id}/action", server_action)
-    route("GET", p + "/servers/{server_id}/ips", ips)
-    route("GET", p + "/servers/{server_id}/ips/{network}", ips_network)
-    route("GET", p + "/servers/{server_id}/os-volume_attachments", attachments)
-    route("POST", p + "/servers/{server_id}/os-volume_attachments", attachment_create)
-    route("GET", p + "/servers/{server_id}/os-volume_attachments/{volume_id}", attachment_show)
-    route("DELETE", p + "/servers/{server_id}/os-volume_attachments/{volume_id}", attachment_delete)
-    route("GET", p + "/limits", limits)
-    return service

@@ -26,7 +26,7 @@ ROOT_LABEL = "cirros-rootfs"
 @dataclass
 class GuestImage:
     raw_path: Path
-    xenserver_image_path: Path | None
+    xenserver_image_path: Path
     virtual_size: int
     ssh_user: str = "cirros"
     password: str = "gocubsgo"

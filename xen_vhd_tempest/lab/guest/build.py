@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import kernel as kernelmod
+from .disk import mbr_bytes
 from .errors import GuestBuildError
 
 MiB = 1024 * 1024
@@ -60,7 +61,7 @@ KERNEL_CMDLINE = f"root=LABEL={ROOT_LABEL} ro console=tty0 console=ttyS0,115200n
 @dataclass
 class BuildResult:
     raw_path: Path
-    xenserver_image_path: Path | None
+    xenserver_image_path: Path
     virtual_size: int
     cached: bool
     timings: dict = field(default_factory=dict)
@@ -319,30 +320,6 @@ def make_root_tree(root: Path, *, busybox: Path, sudo: Path, workdir: Path) -> l
 
 # --- disk --------------------------------------------------------------------------------------
 
-def _chs(lba: int) -> bytes:
-    heads, spt = 255, 63
-    c = lba // (heads * spt)
-    if c > 1023:
-        return b"\xfe\xff\xff"
-    h = (lba // spt) % heads
-    s = lba % spt + 1
-    return bytes([h, ((c >> 2) & 0xC0) | s, c & 0xFF])
-
-
-def mbr_bytes(partitions: list[tuple[int, int, int, bool]], signature: int) -> bytes:
-    """Sector 0: syslinux boot code, disk signature, partition table (start, sectors, type, active)."""
-    code = MBR_BIN.read_bytes()[:440]
-    sector = bytearray(512)
-    sector[:len(code)] = code
-    struct.pack_into("<I", sector, 440, signature)
-    for i, (start, count, ptype, active) in enumerate(partitions):
-        entry = bytes([0x80 if active else 0]) + _chs(start) + bytes([ptype]) + _chs(start + count - 1) \
-            + struct.pack("<II", start, count)
-        sector[446 + 16 * i:446 + 16 * (i + 1)] = entry
-    sector[510:512] = b"\x55\xaa"
-    return bytes(sector)
-
-
 def _syslinux_cfg() -> str:
     return (
         "SERIAL 0 115200\n"
@@ -369,7 +346,7 @@ def build_disk(out: Path, *, vmlinuz: Path, initrd: bytes, root_tree: Path, owne
     seed = hashlib.sha256(key.encode()).digest()
     with open(out, "wb") as f:
         f.truncate(DISK_SIZE)
-        f.write(mbr_bytes([(BOOT_START // SECTOR, boot_mib * MiB // SECTOR, 0x0E, True),
+        f.write(mbr_bytes(MBR_BIN.read_bytes(), [(BOOT_START // SECTOR, boot_mib * MiB // SECTOR, 0x0E, True),
                            (root_start // SECTOR, root_size // SECTOR, 0x83, False)],
                           int.from_bytes(seed[:4], "little")))
 
@@ -402,7 +379,7 @@ def build_disk(out: Path, *, vmlinuz: Path, initrd: bytes, root_tree: Path, owne
 
 # --- the whole thing ---------------------------------------------------------------------------
 
-def build(cache_dir: Path, kernel_path: Path | None = None, progress=None, xenserver=True) -> BuildResult:
+def build(cache_dir: Path, kernel_path: Path | None = None, progress=None) -> BuildResult:
     t0 = time.monotonic()
     timings = {}
     say = progress or (lambda msg: None)
@@ -429,9 +406,9 @@ def build(cache_dir: Path, kernel_path: Path | None = None, progress=None, xense
     timings["key"] = time.monotonic() - t0
 
     if (final / "meta.json").is_file() and raw.is_file():
-        if xenserver and not tgz.is_file():
+        if not tgz.is_file():
             _export_xenserver(raw, tgz, say)
-        return BuildResult(raw, tgz if tgz.is_file() else None, raw.stat().st_size, True,
+        return BuildResult(raw, tgz, raw.stat().st_size, True,
                            timings, kern.version, key)
 
     say(f"building guest image {key} (kernel {kern.version})")
@@ -471,10 +448,9 @@ def build(cache_dir: Path, kernel_path: Path | None = None, progress=None, xense
     finally:
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)
-    if xenserver:
-        _export_xenserver(raw, tgz, say)
+    _export_xenserver(raw, tgz, say)
     timings["total"] = time.monotonic() - t0
-    return BuildResult(raw, tgz if tgz.is_file() else None, DISK_SIZE, False, timings, kern.version, key)
+    return BuildResult(raw, tgz, DISK_SIZE, False, timings, kern.version, key)
 
 
 def _export_xenserver(raw: Path, tgz: Path, say) -> None:

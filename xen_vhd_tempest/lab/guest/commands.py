@@ -62,7 +62,7 @@ def _build(args) -> int:
         print(img.raw_path)
         return 0
     print(f"raw disk:        {img.raw_path}")
-    print(f"xenserver image: {img.xenserver_image_path or '(not built: converter.builder.image_from_raw unavailable)'}")
+    print(f"xenserver image: {img.xenserver_image_path}")
     print(f"virtual size:    {img.virtual_size} bytes")
     print(f"kernel:          {img.kernel_version}")
     print(f"login:           {img.ssh_user} / {img.password}")

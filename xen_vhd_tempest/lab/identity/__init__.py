@@ -1,1 +1,2 @@
-"""The lab's identity service: models.py holds state and behaviour, responses.py speaks HTTP."""
+"""The lab's keystone: ``urls.py`` routes -> ``responses.py`` (HTTP: tokens, catalog, users,
+projects) -> ``models.py`` (users, projects, signed expiring tokens)."""

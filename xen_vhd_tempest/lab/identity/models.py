@@ -15,15 +15,10 @@ import os
 import secrets
 import threading
 
-from ..httpd import HTTPError
+from ..errors import Unauthorized
 from ..util import hex_id, now
 
 DOMAIN = {"id": "default", "name": "Default"}
-
-
-class Unauthorized(HTTPError):
-    def __init__(self, message="The request you have made requires authentication."):
-        super().__init__(401, message, kind="unauthorized")
 
 
 class IdentityBackend:
@@ -132,7 +127,7 @@ class IdentityBackend:
 
     def authenticate(self, auth: dict):
         """Handle the ``auth`` object of ``POST /v3/auth/tokens``; returns (token, context)."""
-        from ..httpd import bad_request
+        from ..errors import bad_request
         if not isinstance(auth, dict) or not isinstance(auth.get("identity"), dict):
             raise bad_request("Expecting to find identity in auth.")
         identity = auth["identity"]

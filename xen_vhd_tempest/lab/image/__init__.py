@@ -1,1 +1,2 @@
-"""The lab's image service: models.py holds state and behaviour, responses.py speaks HTTP."""
+"""The lab's glance: ``urls.py`` routes -> ``responses.py`` (HTTP: images, data, schemas) ->
+``models.py`` (image records, data files, status transitions)."""

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import uuid
 from pathlib import Path
 
-from ..httpd import HTTPError, bad_request, forbidden, not_found
+from ..errors import LabError, bad_request, forbidden, not_found
 from ..util import now
 
 DISK_FORMATS = ["ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop"]
@@ -40,14 +39,20 @@ class ImageBackend:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.size_cap = size_cap
         self.images = store.collection("images")
-        self.stuck = None   # (image name) -> True: the upload stays in saving (lab/faults.py)
+        self.stuck = None   # (image name) -> True: the upload stays in saving (lab/fault_injection.py)
         # An upload that was under way when the lab stopped did not finish.
+        # (glance itself would leave it in saving; back to queued is its rule for a failed
+        # upload.) Data no record owns - a delete or an upload cut short - is removed too.
         with store.lock:
             for image in self.images.values():
                 if image["status"] == "saving":
                     image["status"] = "queued"
                     self._remove_data(image["id"])
             store.save()
+            owned = {i["id"] for i in self.images.values() if i["status"] == "active"}
+        for path in self.data_dir.iterdir():
+            if path.is_file() and path.name not in owned:
+                path.unlink(missing_ok=True)
 
     # -- access
     def visible(self, ctx, image) -> bool:
@@ -138,7 +143,7 @@ class ImageBackend:
         self._check_formats(record)
         with self.store.lock:
             if image_id in self.images:
-                raise HTTPError(409, f"Image with identifier {image_id} already exists!", kind="conflict")
+                raise LabError(409, f"Image with identifier {image_id} already exists!", kind="conflict")
             self.images[image_id] = record
             self.store.save()
         return dict(record)
@@ -172,7 +177,7 @@ class ImageBackend:
                     elif key in CORE:
                         raise forbidden(f"Properties {key} cannot be removed.")
                     else:
-                        raise HTTPError(409, f"Property {key} does not exist.", kind="conflict")
+                        raise LabError(409, f"Property {key} does not exist.", kind="conflict")
                     continue
                 value = change.get("value")
                 if key in CORE or key == "os_hidden":
@@ -234,7 +239,7 @@ class ImageBackend:
             if ctx is not None and not ctx.get("is_admin") and image["owner"] != ctx["project_id"]:
                 raise forbidden("You are not permitted to upload data for this image.")
             if image["status"] != "queued":
-                raise HTTPError(409, f"Image status transition from {image['status']} to saving is not allowed",
+                raise LabError(409, f"Image status transition from {image['status']} to saving is not allowed",
                                 kind="conflict")
             if not image.get("disk_format") or not image.get("container_format"):
                 raise bad_request("Properties disk_format, container_format must be set prior to saving data.")
@@ -242,7 +247,7 @@ class ImageBackend:
             image["updated_at"] = now()
             self.store.save()
             name = image.get("name")
-        if self.stuck is not None and self.stuck(name):   # lab/faults.py: stays saving for ever
+        if self.stuck is not None and self.stuck(name):   # lab/fault_injection.py: stays saving for ever
             for _ in chunks:
                 pass
             with self.store.lock:
@@ -255,7 +260,7 @@ class ImageBackend:
                 for chunk in chunks:
                     size += len(chunk)
                     if size > self.size_cap:
-                        raise HTTPError(413, f"Image exceeds the storage quota: the image size cap is "
+                        raise LabError(413, f"Image exceeds the storage quota: the image size cap is "
                                              f"{self.size_cap} bytes.", kind="overLimit")
                     md5.update(chunk)
                     sha.update(chunk)
@@ -273,7 +278,7 @@ class ImageBackend:
             image = self.images.get(image_id)
             if image is None:  # deleted while uploading
                 self._remove_data(image_id)
-                raise HTTPError(410, "Image was deleted during the upload.")
+                raise LabError(410, "Image was deleted during the upload.")
             image.update(status="active", size=size, checksum=md5.hexdigest(), os_hash_algo="sha512",
                          os_hash_value=sha.hexdigest(), updated_at=now())
             image["virtual_size"] = virtual_size_of(self.data_path(image_id), image["disk_format"],
@@ -281,13 +286,10 @@ class ImageBackend:
             self.store.save()
             return dict(image)
 
-    def add_from_file(self, ctx, body: dict, path: Path, *, move=False) -> dict:
-        """Create an image and fill it from a local file (backups, the default image)."""
+    def add_from_file(self, ctx, body: dict, path: Path) -> dict:
+        """Create an image and fill it from a local file (the default image)."""
         record = self.create(ctx, body)
-        result = self.add_data_from_file(ctx, record["id"], path)
-        if move:
-            os.unlink(path)
-        return result
+        return self.add_data_from_file(ctx, record["id"], path)
 
     def add_data_from_file(self, ctx, image_id, path):
         """Upload a local file as the data of an existing queued image."""
@@ -302,9 +304,6 @@ class ImageBackend:
         if image["status"] != "active":
             return image, None
         return image, open(self.data_path(image_id), "rb")
-
-    def copy_data(self, image_id, dest):
-        shutil.copyfile(self.data_path(image_id), dest)
 
 
 def virtual_size_of(path, disk_format, container_format, size):

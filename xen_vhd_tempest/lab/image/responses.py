@@ -1,23 +1,16 @@
-"""Glance v2 over HTTP: images, image data (chunked uploads streamed), schemas, versions."""
+"""Glance v2 over HTTP: views, schemas and :class:`ImageResponses` (one method per route of
+``urls.py``): images, image data (chunked uploads streamed), versions. Errors are worded by
+``errors.glance_body`` (webob's text page)."""
 
 from __future__ import annotations
 
-from ..httpd import HTTPError, Response, Service, bad_request
+from ..errors import LabError, bad_request
+from ..httpd import Response
 from ..util import glance_time
 from .models import CONTAINER_FORMATS, DISK_FORMATS
 
 UUID_PATTERN = ("^([0-9a-fA-F]){8}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-"
                 "([0-9a-fA-F]){12}$")
-STATUS_TEXT = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-               405: "Method Not Allowed", 409: "Conflict", 410: "Gone",
-               413: "Request Entity Too Large", 415: "Unsupported Media Type"}
-
-
-def format_error(error: HTTPError) -> Response:
-    """webob's plain-text error page, which is what glance sends."""
-    title = STATUS_TEXT.get(error.status, "Error")
-    text = f"{error.status} {title}\n\n{error.message}\n\n   "
-    return Response(error.status, text.encode(), {"Content-Type": "text/plain; charset=UTF-8"})
 
 
 def image_schema():
@@ -110,22 +103,25 @@ def view(image: dict) -> dict:
     return out
 
 
-def build(backend) -> Service:
-    service = Service("image", format_error=format_error)
+class ImageResponses:
+    """Glance's HTTP in and out over ``backend`` (``models.ImageBackend``)."""
 
-    def versions(req):
+    def __init__(self, backend):
+        self.backend = backend
+
+    def versions(self, req):
         values = []
         for v in reversed(VERSIONS):
             values.append({"id": f"v{v}", "status": "CURRENT" if v == VERSIONS[-1] else "SUPPORTED",
                            "links": [{"rel": "self", "href": f"{req.base_url}/v2/"}]})
         return Response.json(300, {"versions": values})
 
-    def create(req):
+    def create(self, req):
         body = req.json()
-        image = backend.create(req.context, body)
+        image = self.backend.create(req.context, body)
         return Response.json(201, view(image), {"Location": f"{req.base_url}/v2/images/{image['id']}"})
 
-    def index(req):
+    def index(self, req):
         filters = {}
         for key, values in req.query.items():
             if key in ("limit", "marker", "sort_key", "sort_dir", "sort", "member_status"):
@@ -133,7 +129,7 @@ def build(backend) -> Service:
             filters[key] = values[-1]
         if "os_hidden" not in filters:
             filters["os_hidden"] = "False"
-        images = backend.list(req.context, filters)
+        images = self.backend.list(req.context, filters)
         sort = req.arg("sort")
         keys = [(req.arg("sort_key", "created_at"), req.arg("sort_dir", "desc"))]
         if sort:
@@ -160,31 +156,31 @@ def build(backend) -> Service:
         body["images"] = [view(i) for i in images]
         return Response.json(200, body)
 
-    def show(req):
-        return Response.json(200, view(backend.get(req.context, req.params["image_id"])))
+    def show(self, req):
+        return Response.json(200, view(self.backend.get(req.context, req.params["image_id"])))
 
-    def update(req):
+    def update(self, req):
         ctype = (req.headers.get("Content-Type") or "").split(";")[0].strip()
         if ctype not in ("application/openstack-images-v2.1-json-patch",
                          "application/openstack-images-v2.0-json-patch"):
-            raise HTTPError(415, f"Unsupported Content-Type {ctype}",
+            raise LabError(415, f"Unsupported Content-Type {ctype}",
                             headers={"Accept-Patch": "application/openstack-images-v2.1-json-patch"})
         changes = req.json()
-        return Response.json(200, view(backend.update(req.context, req.params["image_id"], changes)))
+        return Response.json(200, view(self.backend.update(req.context, req.params["image_id"], changes)))
 
-    def delete(req):
-        backend.delete(req.context, req.params["image_id"])
+    def delete(self, req):
+        self.backend.delete(req.context, req.params["image_id"])
         return Response.empty(204)
 
-    def upload(req):
+    def upload(self, req):
         ctype = (req.headers.get("Content-Type") or "application/octet-stream").split(";")[0].strip()
         if ctype != "application/octet-stream":
-            raise HTTPError(415, f"Content-Type must be application/octet-stream, not {ctype}")
-        backend.upload(req.context, req.params["image_id"], req.stream())
+            raise LabError(415, f"Content-Type must be application/octet-stream, not {ctype}")
+        self.backend.upload(req.context, req.params["image_id"], req.stream())
         return Response.empty(204)
 
-    def download(req):
-        image, f = backend.open_data(req.context, req.params["image_id"])
+    def download(self, req):
+        image, f = self.backend.open_data(req.context, req.params["image_id"])
         if f is None:
             return Response.empty(204)
         size = image["size"]
@@ -199,38 +195,20 @@ def build(backend) -> Service:
         headers = {"Content-Type": "application/octet-stream", "Content-MD5": image["checksum"]}
         return Response(200, chunks(), headers, length=size)
 
-    def add_tag(req):
-        backend.set_tag(req.context, req.params["image_id"], req.params["tag"], True)
+    def add_tag(self, req):
+        self.backend.set_tag(req.context, req.params["image_id"], req.params["tag"], True)
         return Response.empty(204)
 
-    def delete_tag(req):
-        backend.set_tag(req.context, req.params["image_id"], req.params["tag"], False)
+    def delete_tag(self, req):
+        self.backend.set_tag(req.context, req.params["image_id"], req.params["tag"], False)
         return Response.empty(204)
 
-    def schema_image(req):
+    def schema_image(self, req):
         return Response.json(200, image_schema())
 
-    def schema_images(req):
+    def schema_images(self, req):
         return Response.json(200, images_schema())
 
-    def info_import(req):
+    def info_import(self, req):
         return Response.json(200, {"import-methods": {"description": "Import methods available.",
                                                       "type": "array", "value": ["glance-direct"]}})
-
-    service.route("GET", "/", versions, public=True)
-    service.route("GET", "/versions", versions, public=True)
-    service.route("GET", "/v2", versions, public=True)
-    service.route("POST", "/v2/images", create)
-    service.route("GET", "/v2/images", index)
-    service.route("GET", "/v2/images/{image_id}", show)
-    service.route("PATCH", "/v2/images/{image_id}", update)
-    service.route("DELETE", "/v2/images/{image_id}", delete)
-    service.route("PUT", "/v2/images/{image_id}/file", upload)
-    service.route("GET", "/v2/images/{image_id}/file", download)
-    service.route("PUT", "/v2/images/{image_id}/tags/{tag}", add_tag)
-    service.route("DELETE", "/v2/images/{image_id}/tags/{tag}", delete_tag)
-    service.route("GET", "/v2/schemas/image", schema_image)
-    service.route("GET", "/v2/schemas/images", schema_images)
-    service.route("GET", "/v2/info/import", info_import)
-    return service
-

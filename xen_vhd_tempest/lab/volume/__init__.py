@@ -1,1 +1,3 @@
-"""The lab's volume service: models.py holds state and behaviour, responses.py speaks HTTP."""
+"""The lab's cinder: ``urls.py`` routes -> ``responses.py`` (HTTP: volumes, actions, types,
+messages) -> ``models.py`` (volumes as sparse raw files, status transitions, user messages);
+volume-from-image conversion is the lab's ``convert`` callable (``Lab._convert``)."""

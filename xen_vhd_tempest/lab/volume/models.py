@@ -12,7 +12,7 @@ import threading
 import traceback
 from pathlib import Path
 
-from ..httpd import HTTPError, bad_request, not_found
+from ..errors import LabError, bad_request, not_found
 from ..util import new_id, now
 
 GIB = 1024 ** 3
@@ -20,8 +20,11 @@ GIGABYTES_QUOTA = 1000  # per project, like cinder's default quota: beyond it 41
 DELETABLE = ("available", "error", "error_restoring", "error_extending", "error_managing")
 
 
-class InjectedFault(Exception):
-    user_facing = True
+class InjectedFault(LabError):
+    """A volume-error rule fired (lab/fault_injection.py): the volume fails with its message."""
+
+    def __init__(self, message):
+        super().__init__(500, message)
 
 
 class VolumeBackend:
@@ -35,8 +38,7 @@ class VolumeBackend:
         self.log = log
         self.volumes = store.collection("volumes")
         self.messages = store.collection("volume_messages")
-        self.fault = None   # (volume name) -> user message of an injected failure, or None (lab/faults.py)
-        self._threads: list[threading.Thread] = []
+        self.fault = None   # (volume name) -> user message of an injected failure, or None (lab/fault_injection.py)
         # A restarted lab: work that was under way did not finish; nothing is attached any more.
         with store.lock:
             for vol in list(self.volumes.values()):
@@ -49,6 +51,8 @@ class VolumeBackend:
                     self.path(vol["id"]).unlink(missing_ok=True)
                     del self.volumes[vol["id"]]
             store.save()
+        for partial in self.data_dir.glob(".*.convert"):     # conversions cut short
+            partial.unlink(missing_ok=True)
 
     def path(self, volume_id) -> Path:
         return self.data_dir / f"{volume_id}.raw"
@@ -123,7 +127,7 @@ class VolumeBackend:
         with self.store.lock:
             used = sum(v["size"] for v in self.volumes.values() if v["project_id"] == ctx["project_id"])
             if used + size > GIGABYTES_QUOTA:
-                raise HTTPError(413, "VolumeSizeExceedsAvailableQuota: Requested volume or snapshot "
+                raise LabError(413, "VolumeSizeExceedsAvailableQuota: Requested volume or snapshot "
                                      f"exceeds allowed gigabytes quota. Requested {size}G, quota is "
                                      f"{GIGABYTES_QUOTA}G and {used}G has been consumed.", kind="overLimit")
             self.volumes[vol["id"]] = vol
@@ -133,7 +137,6 @@ class VolumeBackend:
             created = _copy(vol)
         thread = threading.Thread(target=self._build, args=(vol["id"], image), daemon=True,
                                   name=f"volume-{vol['id'][:8]}")
-        self._threads.append(thread)
         thread.start()
         return created
 
@@ -158,7 +161,8 @@ class VolumeBackend:
             self._update(volume_id, status="available")
         except Exception as error:
             detail = str(error).splitlines()[0] if str(error) else type(error).__name__
-            if not isinstance(error, (OSError, ValueError)) and not getattr(error, "user_facing", False):
+            # user_facing: the image-to-volume conversion's own error classes (not LabErrors yet)
+            if not isinstance(error, (OSError, ValueError, LabError)) and not getattr(error, "user_facing", False):
                 traceback.print_exc()
             with self.store.lock:
                 vol = self.volumes.get(volume_id)
@@ -182,7 +186,7 @@ class VolumeBackend:
         with self.store.lock:
             vol = self.volumes.get(volume_id)
             if vol is None:
-                raise HTTPError(410, f"Volume {volume_id} was deleted")
+                raise LabError(410, f"Volume {volume_id} was deleted")
             vol.update(changes)
             vol["updated_at"] = now()
             self.store.save()
@@ -221,7 +225,7 @@ class VolumeBackend:
     # -- actions
     def reset_status(self, ctx, volume_id, status):
         if not ctx.get("is_admin"):
-            raise HTTPError(403, "Policy doesn't allow volume_extension:volume_admin_actions:reset_status "
+            raise LabError(403, "Policy doesn't allow volume_extension:volume_admin_actions:reset_status "
                                  "to be performed.", kind="forbidden")
         self.get(ctx, volume_id)
         self._update(volume_id, status=status)
@@ -272,10 +276,6 @@ class VolumeBackend:
 
     def begin_detaching(self, volume_id):
         self._update(volume_id, status="detaching")
-
-    def wait(self, timeout=None):
-        for thread in list(self._threads):
-            thread.join(timeout)
 
 
 def _copy(vol):

@@ -1,17 +1,16 @@
-"""Cinder v3 over HTTP: volumes, actions, types, messages, version documents, microversions."""
+"""Cinder v3 over HTTP: views and :class:`VolumeResponses` (one method per route of ``urls.py``):
+volumes, actions, types, messages, version documents, microversions. Errors are worded by
+``errors.generic_body`` (cinder's shape)."""
 
 from __future__ import annotations
 
-from ..httpd import HTTPError, Response, Service, bad_request, default_error, forbidden
+from ..errors import LabError, bad_request, forbidden
+from ..httpd import Response
 from ..util import cinder_time, requested_microversion
 
 MIN_VERSION = "3.0"
 MAX_VERSION = "3.71"
 DEFAULT_TYPE_ID = "5a6c7a2e-6a8b-4f0e-9d6e-6f1c3a9b2d10"
-
-
-def format_error(error: HTTPError) -> Response:
-    return default_error(error)
 
 
 def version_doc(host_url):
@@ -83,56 +82,54 @@ def volume_type(req):
             "os-volume-type-access:is_public": True}
 
 
-def build(backend) -> Service:
-    service = Service("volume", format_error=format_error)
+class VolumeResponses:
+    """Cinder's HTTP in and out over ``backend`` (``models.VolumeBackend``)."""
 
-    def decorate(req, resp):
-        if req.path.startswith("/v3/") and req.path not in ("/v3/",):
-            version = getattr(req, "microversion", None)
-            if version is not None:
-                resp.headers["OpenStack-API-Version"] = f"volume {version[0]}.{version[1]}"
-                resp.headers["Vary"] = "OpenStack-API-Version"
-    service.decorate = decorate
+    def __init__(self, backend):
+        self.backend = backend
 
-    def versions(req):
-        return Response.json(300, {"versions": [version_doc(req.host_url)]})
-
-    def v3_root(req):
-        return Response.json(200, {"versions": [version_doc(req.host_url)]})
-
-    def project_check(req):
+    def prepare(self, req):
+        """Routes under ``/v3/{project_id}``: the microversion, and the project must be the token's."""
         req.microversion = requested_microversion(req.headers, "volume", None, MIN_VERSION, MAX_VERSION)
         pid = req.params.get("project_id")
         if pid and req.context and pid != req.context["project_id"] and not req.context.get("is_admin"):
             raise forbidden("Policy doesn't allow this project to be used.")
 
-    def routed(fn):
-        def wrapper(req):
-            project_check(req)
-            return fn(req)
-        return wrapper
+    def decorate(self, req, resp):
+        if req.path.startswith("/v3/") and req.path not in ("/v3/",):
+            version = getattr(req, "microversion", None)
+            if version is not None:
+                resp.headers["OpenStack-API-Version"] = f"volume {version[0]}.{version[1]}"
+                resp.headers["Vary"] = "OpenStack-API-Version"
 
-    def create(req):
+    def versions(self, req):
+        return Response.json(300, {"versions": [version_doc(req.host_url)]})
+
+    def v3_root(self, req):
+        return Response.json(200, {"versions": [version_doc(req.host_url)]})
+
+    def create(self, req):
         body = req.json()
         if not isinstance(body, dict) or not isinstance(body.get("volume"), dict):
             raise bad_request("Missing required element 'volume' in request body.")
-        vol = backend.create(req.context, body["volume"])
+        vol = self.backend.create(req.context, body["volume"])
         return Response.json(202, {"volume": view_detail(req, vol, extended=False)})
 
-    def listing(req, view):
-        vols = _filter(req, backend.list(req.context, req.arg("all_tenants") in ("1", "true", "True")))
+    def _listing(self, req, view):
+        all_tenants = req.arg("all_tenants") in ("1", "true", "True")
+        vols = self._filter(req, self.backend.list(req.context, all_tenants))
         body = {"volumes": [view(req, v) for v in vols]}
         if mv(req) >= (3, 45) and req.arg("with_count") in ("true", "True", "1"):
             body["count"] = len(vols)
         return Response.json(200, body)
 
-    def index(req):
-        return listing(req, view_summary)
+    def index(self, req):
+        return self._listing(req, view_summary)
 
-    def detail(req):
-        return listing(req, view_detail)
+    def detail(self, req):
+        return self._listing(req, view_detail)
 
-    def _filter(req, vols):
+    def _filter(self, req, vols):
         for key in ("name", "status"):
             value = req.arg(key)
             if value is not None:
@@ -141,7 +138,7 @@ def build(backend) -> Service:
         if marker:
             ids = [v["id"] for v in vols]
             if marker not in ids:
-                raise HTTPError(404, f"Marker {marker} could not be found.", kind="itemNotFound")
+                raise LabError(404, f"Marker {marker} could not be found.", kind="itemNotFound")
             vols = vols[ids.index(marker) + 1:]
         limit = req.arg("limit")
         if limit is not None:
@@ -151,21 +148,21 @@ def build(backend) -> Service:
                 raise bad_request(f"Invalid input received: limit {limit!r} is not an integer") from None
         return vols
 
-    def show(req):
-        return Response.json(200, {"volume": view_detail(req, backend.get(req.context, req.params["volume_id"]))})
+    def show(self, req):
+        return Response.json(200, {"volume": view_detail(req, self.backend.get(req.context, req.params["volume_id"]))})
 
-    def update(req):
+    def update(self, req):
         body = req.json()
         if not isinstance(body, dict) or not isinstance(body.get("volume"), dict):
             raise bad_request("Missing required element 'volume' in request body.")
-        vol = backend.update_fields(req.context, req.params["volume_id"], body["volume"])
+        vol = self.backend.update_fields(req.context, req.params["volume_id"], body["volume"])
         return Response.json(200, {"volume": view_detail(req, vol)})
 
-    def delete(req):
-        backend.delete(req.context, req.params["volume_id"], force=req.arg("force") in ("true", "True"))
+    def delete(self, req):
+        self.backend.delete(req.context, req.params["volume_id"], force=req.arg("force") in ("true", "True"))
         return Response.empty(202)
 
-    def action(req):
+    def action(self, req):
         body = req.json()
         if not isinstance(body, dict) or len(body) != 1:
             raise bad_request("Invalid request body: exactly one action expected.")
@@ -174,7 +171,7 @@ def build(backend) -> Service:
         if name == "os-reset_status":
             if not isinstance(arg, dict) or "status" not in arg:
                 raise bad_request("Must specify 'status'")
-            backend.reset_status(req.context, vid, arg["status"])
+            self.backend.reset_status(req.context, vid, arg["status"])
         elif name == "os-set_bootable":
             if not isinstance(arg, dict) or "bootable" not in arg:
                 raise bad_request("Must specify bootable in request.")
@@ -183,24 +180,24 @@ def build(backend) -> Service:
                 if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
                     raise bad_request(f"Invalid value '{value}' for bootable.")
                 value = value.lower() in ("true", "1", "yes")
-            backend.set_bootable(req.context, vid, value)
+            self.backend.set_bootable(req.context, vid, value)
             return Response.empty(200)
         else:
             raise bad_request(f"There is no such action: {name}")
         return Response.empty(202)
 
-    def types(req):
+    def types(self, req):
         return Response.json(200, {"volume_types": [volume_type(req)]})
 
-    def show_type(req):
+    def show_type(self, req):
         if req.params["type_id"] not in (DEFAULT_TYPE_ID, "default", "__DEFAULT__"):
-            raise HTTPError(404, f"Volume type {req.params['type_id']} could not be found.", kind="itemNotFound")
+            raise LabError(404, f"Volume type {req.params['type_id']} could not be found.", kind="itemNotFound")
         return Response.json(200, {"volume_type": volume_type(req)})
 
-    def messages(req):
+    def messages(self, req):
         if mv(req) < (3, 3):
-            raise HTTPError(404, "The resource could not be found.", kind="itemNotFound")
-        msgs = backend.messages_for(req.context, req.arg("resource_uuid"))
+            raise LabError(404, "The resource could not be found.", kind="itemNotFound")
+        msgs = self.backend.messages_for(req.context, req.arg("resource_uuid"))
         return Response.json(200, {"messages": [{
             "id": m["id"], "resource_uuid": m["resource_uuid"], "resource_type": m["resource_type"],
             "event_id": m["event_id"], "message_level": m["message_level"],
@@ -208,26 +205,10 @@ def build(backend) -> Service:
             "created_at": cinder_time(m["created_at"]), "guaranteed_until": None,
             "links": []} for m in msgs]})
 
-    def limits(req):
+    def limits(self, req):
         return Response.json(200, {"limits": {"rate": [], "absolute": {
             "maxTotalVolumes": 100, "maxTotalVolumeGigabytes": 1000, "maxTotalSnapshots": 10,
             "maxTotalBackups": 10, "maxTotalBackupGigabytes": 1000,
-            "totalVolumesUsed": len(backend.list(req.context)),
-            "totalGigabytesUsed": sum(v["size"] for v in backend.list(req.context)),
+            "totalVolumesUsed": len(self.backend.list(req.context)),
+            "totalGigabytesUsed": sum(v["size"] for v in self.backend.list(req.context)),
             "totalSnapshotsUsed": 0, "totalBackupsUsed": 0, "totalBackupGigabytesUsed": 0}}})
-
-    service.route("GET", "/", versions, public=True)
-    service.route("GET", "/v3", v3_root, public=True)
-    p = "/v3/{project_id}"
-    service.route("POST", p + "/volumes", routed(create))
-    service.route("GET", p + "/volumes", routed(index))
-    service.route("GET", p + "/volumes/detail", routed(detail))
-    service.route("GET", p + "/volumes/{volume_id}", routed(show))
-    service.route("PUT", p + "/volumes/{volume_id}", routed(update))
-    service.route("DELETE", p + "/volumes/{volume_id}", routed(delete))
-    service.route("POST", p + "/volumes/{volume_id}/action", routed(action))
-    service.route("GET", p + "/types", routed(types))
-    service.route("GET", p + "/types/{type_id}", routed(show_type))
-    service.route("GET", p + "/messages", routed(messages))
-    service.route("GET", p + "/limits", routed(limits))
-    return service

@@ -1,4 +1,7 @@
-"""Fault injection: the lab misbehaves on purpose, so the harness can prove it copes.
+"""Injected faults: the lab's API and guests misbehave on purpose, so a harness can prove it copes.
+
+(Not to be confused with the known-wrong *conversions* of ``conversion_mode``: those are
+Cinder doing the wrong thing to an image; these are the cloud failing around it.)
 
 Faults are a runtime setting (``faults``: a list of rules, changed with ``PUT /lab/settings``
 or ``xen-vhd-tempest lab settings --fault SPEC``, admin only). Each rule has a ``kind`` and a
@@ -37,6 +40,7 @@ import re
 import subprocess
 import threading
 import time
+from typing import NamedTuple
 
 KINDS = ("api", "guest", "ssh-drop", "volume-error", "image-saving")
 SERVICES = ("identity", "compute", "image", "volume")   # never the lab's own admin API
@@ -53,6 +57,12 @@ DEFAULT_VOLUME_MESSAGE = "Volume creation failed: the storage backend returned a
 
 class FaultSpecError(ValueError):
     pass
+
+
+class ApiFault(NamedTuple):
+    """What an ``api`` rule does to one call: answer ``status``, or hold it ``hang`` seconds."""
+    status: int | None = None
+    hang: float | None = None
 
 
 def validate(rules) -> list:
@@ -165,8 +175,8 @@ class Faults:
         return "name" not in rule or re.search(str(rule["name"]), name or "") is not None
 
     # -- hooks
-    def api_fault(self, service: str, method: str, path: str):
-        """For httpd, before dispatch: None, or ``("status", code)`` / ``("hang", seconds)``."""
+    def api_fault(self, service: str, method: str, path: str) -> ApiFault | None:
+        """For httpd, before dispatch: the fault this call gets, if any."""
         if service not in SERVICES:
             return None
 
@@ -178,8 +188,8 @@ class Faults:
         if rule is None:
             return None
         if "delay" in rule:
-            return ("hang", float(rule["delay"]))
-        return ("status", int(rule.get("status", 500)))
+            return ApiFault(hang=float(rule["delay"]))
+        return ApiFault(status=int(rule.get("status", 500)))
 
     def guest_variant(self, server_name: str) -> str | None:
         rule = self._take("guest", lambda r: self._name_matches(r, server_name))
@@ -262,6 +272,7 @@ def broken_guest_class(variant: str):
     """A ``hypervisor.Guest`` that does not boot: ``silent`` (QEMU started with its CPU stopped:
     nothing on the console, no SSH) or ``panic`` (the disk's own kernel booted with a root
     device that does not exist and no initramfs: a real ``Kernel panic - not syncing``)."""
+    from .guest.disk import extract_kernel
     from .hypervisor import Guest, GuestError
 
     class BrokenGuest(Guest):
@@ -270,7 +281,7 @@ def broken_guest_class(variant: str):
             if variant == "panic":
                 self.workdir.mkdir(parents=True, exist_ok=True)
                 self._kernel = self.workdir / "fault-vmlinuz"
-                if not _extract_kernel(self.disk, self._kernel):
+                if not extract_kernel(self.disk, self._kernel):
                     raise GuestError(f"{self.name}: fault injection: no kernel found on the boot partition")
             super().start()
 
@@ -283,19 +294,3 @@ def broken_guest_class(variant: str):
                           "-append", "console=ttyS0,115200n8 root=/dev/xvt-fault-no-root panic=0"]
 
     return BrokenGuest
-
-
-def _extract_kernel(disk, dest) -> bool:
-    """Copy ``vmlinuz`` from the disk's FAT boot partition (the lab guest's layout) to ``dest``."""
-    import struct
-    with open(disk, "rb") as f:
-        mbr = f.read(512)
-    for i in range(4):
-        entry = mbr[446 + 16 * i:462 + 16 * i]
-        start = struct.unpack("<I", entry[8:12])[0]
-        if entry[4] in (0x01, 0x04, 0x06, 0x0B, 0x0C, 0x0E) and start:
-            proc = subprocess.run(["mcopy", "-o", "-i", f"{disk}@@{start * 512}", "::/vmlinuz", str(dest)],
-                                  capture_output=True, timeout=60)
-            if proc.returncode == 0:
-                return True
-    return False

@@ -1,0 +1,37 @@
+"""Nova v2.1's routes in the lab: path (under ``/compute``) -> ``ComputeResponses`` method.
+
+A new compute API is one row here and one method in ``responses.py`` (state and behaviour in
+``models.py``). Every route but the version list takes a microversion.
+"""
+
+from ..httpd import Route
+
+P = "/v2.1"
+
+ROUTES = (
+    Route("GET", "/", "versions", public=True, versioned=False),
+    Route("GET", P, "v21", public=True),
+    Route("GET", P + "/flavors", "flavors"),
+    Route("GET", P + "/flavors/detail", "flavors_detail"),
+    Route("POST", P + "/flavors", "flavor_create"),
+    Route("GET", P + "/flavors/{flavor_id}", "flavor_show"),
+    Route("DELETE", P + "/flavors/{flavor_id}", "flavor_delete"),
+    Route("GET", P + "/os-keypairs", "keypairs"),
+    Route("POST", P + "/os-keypairs", "keypair_create"),
+    Route("GET", P + "/os-keypairs/{name}", "keypair_show"),
+    Route("DELETE", P + "/os-keypairs/{name}", "keypair_delete"),
+    Route("GET", P + "/servers", "servers_index"),
+    Route("GET", P + "/servers/detail", "servers_detail"),
+    Route("POST", P + "/servers", "server_create"),
+    Route("GET", P + "/servers/{server_id}", "server_show"),
+    Route("PUT", P + "/servers/{server_id}", "server_update"),
+    Route("DELETE", P + "/servers/{server_id}", "server_delete"),
+    Route("POST", P + "/servers/{server_id}/action", "server_action"),
+    Route("GET", P + "/servers/{server_id}/ips", "ips"),
+    Route("GET", P + "/servers/{server_id}/ips/{network}", "ips_network"),
+    Route("GET", P + "/servers/{server_id}/os-volume_attachments", "attachments"),
+    Route("POST", P + "/servers/{server_id}/os-volume_attachments", "attachment_create"),
+    Route("GET", P + "/servers/{server_id}/os-volume_attachments/{volume_id}", "attachment_show"),
+    Route("DELETE", P + "/servers/{server_id}/os-volume_attachments/{volume_id}", "attachment_delete"),
+    Route("GET", P + "/limits", "limits"),
+)

@@ -1,0 +1,25 @@
+"""Keystone v3's routes in the lab: path (under ``/identity``) -> ``IdentityResponses`` method.
+
+Every route is public to the dispatcher: keystone checks the caller's token itself.
+"""
+
+from ..httpd import Route
+
+ROUTES = (
+    Route("GET", "/", "versions", public=True),
+    Route("GET", "/v3", "v3", public=True),
+    Route("POST", "/v3/auth/tokens", "create_token", public=True),
+    Route("GET", "/v3/auth/tokens", "show_token", public=True),
+    Route("DELETE", "/v3/auth/tokens", "delete_token", public=True),
+    Route("GET", "/v3/auth/catalog", "auth_catalog", public=True),
+    Route("GET", "/v3/auth/projects", "auth_projects", public=True),
+    Route("GET", "/v3/projects/{project_id}", "show_project", public=True),
+    Route("GET", "/v3/users/{user_id}", "show_user", public=True),
+    Route("GET", "/v3/users/{user_id}/projects", "user_projects", public=True),
+    Route("GET", "/v3/users", "list_users", public=True),
+    Route("GET", "/v3/projects", "list_projects", public=True),
+    Route("GET", "/v3/services", "list_services", public=True),
+    Route("GET", "/v3/endpoints", "list_endpoints", public=True),
+    Route("GET", "/v3/roles", "list_roles", public=True),
+    Route("GET", "/v3/domains", "list_domains", public=True),
+)

@@ -1,0 +1,25 @@
+"""Glance v2's routes in the lab: path (under ``/image``) -> ``ImageResponses`` method.
+
+A new image API is one row here and one method in ``responses.py`` (state and behaviour in
+``models.py``).
+"""
+
+from ..httpd import Route
+
+ROUTES = (
+    Route("GET", "/", "versions", public=True),
+    Route("GET", "/versions", "versions", public=True),
+    Route("GET", "/v2", "versions", public=True),
+    Route("POST", "/v2/images", "create"),
+    Route("GET", "/v2/images", "index"),
+    Route("GET", "/v2/images/{image_id}", "show"),
+    Route("PATCH", "/v2/images/{image_id}", "update"),
+    Route("DELETE", "/v2/images/{image_id}", "delete"),
+    Route("PUT", "/v2/images/{image_id}/file", "upload"),
+    Route("GET", "/v2/images/{image_id}/file", "download"),
+    Route("PUT", "/v2/images/{image_id}/tags/{tag}", "add_tag"),
+    Route("DELETE", "/v2/images/{image_id}/tags/{tag}", "delete_tag"),
+    Route("GET", "/v2/schemas/image", "schema_image"),
+    Route("GET", "/v2/schemas/images", "schema_images"),
+    Route("GET", "/v2/info/import", "info_import"),
+)

@@ -1,0 +1,25 @@
+"""Cinder v3's routes in the lab: path (under ``/volume``) -> ``VolumeResponses`` method.
+
+A new volume API is one row here and one method in ``responses.py`` (state and behaviour in
+``models.py``). Routes under ``/v3/{project_id}`` take a microversion and check the project.
+"""
+
+from ..httpd import Route
+
+P = "/v3/{project_id}"
+
+ROUTES = (
+    Route("GET", "/", "versions", public=True, versioned=False),
+    Route("GET", "/v3", "v3_root", public=True, versioned=False),
+    Route("POST", P + "/volumes", "create"),
+    Route("GET", P + "/volumes", "index"),
+    Route("GET", P + "/volumes/detail", "detail"),
+    Route("GET", P + "/volumes/{volume_id}", "show"),
+    Route("PUT", P + "/volumes/{volume_id}", "update"),
+    Route("DELETE", P + "/volumes/{volume_id}", "delete"),
+    Route("POST", P + "/volumes/{volume_id}/action", "action"),
+    Route("GET", P + "/types", "types"),
+    Route("GET", P + "/types/{type_id}", "show_type"),
+    Route("GET", P + "/messages", "messages"),
+    Route("GET", P + "/limits", "limits"),
+)
