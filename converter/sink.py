@@ -5,9 +5,10 @@ A sink takes ``write(offset, data)``, ``zero(offset, length, prev)`` and ``finis
 block device (whose old contents are not zero) must really zero it, so it sets
 ``needs_zeroing`` and the compositor also hands it every range no layer supplied.
 
-``open_output`` picks the sink for a path and makes the result appear only when complete: a
-regular file is written under a temporary name in the same directory and renamed at the end;
-on failure the temporary file is removed and an existing file is left as it was.
+``Output`` (``with Output(path) as out``) picks the sink for a path (``FileSink``, or
+``DeviceSink`` for a block device) and makes the result appear only when complete: a regular
+file is written under a temporary name in the same directory and renamed at the end; on failure
+the temporary file is removed and an existing file is left as it was.
 """
 
 import contextlib

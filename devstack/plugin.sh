@@ -2,7 +2,8 @@
 # xen-vhd-tempest devstack plugin: sourced by stack.sh, unstack.sh and clean.sh as
 #   source devstack/plugin.sh MODE [PHASE]
 #
-# stack pre-install   qemu-img (to make the base disk raw); vhd-util where a package exists
+# (devstack/files/bindep.txt: qemu-img, installed by devstack itself before these phases)
+# stack pre-install   vhd-util, where a package for it is named
 # stack install       this project on the host (the reference converter: xen-vhd build), and
 #                     its xen-vhd-util linked as vhd-util when none is on PATH (Cinder calls it)
 # stack post-config   glance-api.conf: vhd in disk_formats, ovf in container_formats, and the
@@ -10,7 +11,7 @@
 # stack extra         build a XenServer image (vhd chain in a tgz) from a bootable disk and
 #                     upload it as vhd/ovf - with the images API directly: devstack's
 #                     upload_image takes a .tgz for a UEC bundle
-# stack test-config   the plugin into tempest's venv; [xen_vhd] options in tempest.conf
+# stack test-config   the plugin into tempest's venv (upper constraints); [xen_vhd] in tempest.conf
 # clean               what the plugin built
 
 function _xen_vhd_tempest_image_file {
@@ -21,16 +22,10 @@ function _xen_vhd_tempest_base_raw {
     echo "$XEN_VHD_TEMPEST_DATA_DIR/base.raw"
 }
 
-# install_xen_vhd_tempest_packages - tools the image build needs
+# install_xen_vhd_tempest_packages - a vhd-util package, when one is named (the fixed list is
+# devstack/files/bindep.txt)
 function install_xen_vhd_tempest_packages {
-    if is_ubuntu; then
-        install_package qemu-utils
-    else
-        install_package qemu-img
-    fi
-    if [[ -n "$XEN_VHD_TEMPEST_VHD_UTIL_PACKAGE" ]]; then
-        install_package "$XEN_VHD_TEMPEST_VHD_UTIL_PACKAGE"
-    fi
+    install_package "$XEN_VHD_TEMPEST_VHD_UTIL_PACKAGE"
 }
 
 # install_xen_vhd_tempest - the project itself, for xen-vhd build
@@ -119,14 +114,14 @@ function upload_xen_vhd_tempest_image {
     echo "$image_id" > "$XEN_VHD_TEMPEST_DATA_DIR/image_id"
 }
 
-# install_xen_vhd_tempest_in_tempest - the plugin into tempest's venv, unless TEMPEST_PLUGINS
-# (zuul's tempest_plugins) already put it there
+# install_xen_vhd_tempest_in_tempest - the plugin into tempest's venv with the release's upper
+# constraints (as devstack installs TEMPEST_PLUGINS), unless TEMPEST_PLUGINS already put it there
 function install_xen_vhd_tempest_in_tempest {
     if [[ " ${TEMPEST_PLUGINS:-} " == *" $XEN_VHD_TEMPEST_DIR "* ]]; then
         return
     fi
     pushd "$TEMPEST_DIR" >/dev/null || die "$LINENO" "no tempest at $TEMPEST_DIR"
-    tox -evenv-tempest -- pip install "$XEN_VHD_TEMPEST_DIR"
+    tox -evenv-tempest -- pip install -c "$XEN_VHD_TEMPEST_UPPER_CONSTRAINTS" "$XEN_VHD_TEMPEST_DIR"
     popd >/dev/null || return
 }
 
@@ -167,8 +162,10 @@ function _xen_vhd_tempest_add_tempest_format {
 
 if is_service_enabled xen-vhd-tempest; then
     if [[ "$1" == "stack" && "$2" == "pre-install" ]]; then
-        echo_summary "Installing xen-vhd-tempest's packages"
-        install_xen_vhd_tempest_packages
+        if [[ -n "$XEN_VHD_TEMPEST_VHD_UTIL_PACKAGE" ]]; then
+            echo_summary "Installing $XEN_VHD_TEMPEST_VHD_UTIL_PACKAGE for Cinder's vhd-util"
+            install_xen_vhd_tempest_packages
+        fi
 
     elif [[ "$1" == "stack" && "$2" == "install" ]]; then
         echo_summary "Installing xen-vhd-tempest"

@@ -140,3 +140,13 @@ def ssh_to():
     for s in opened:
         s.close()
 
+
+
+def pytest_collection_modifyitems(config, items):
+    """``load`` tests (minutes of API load beside a scenario) run only when ``-m`` names them."""
+    if "load" in (config.option.markexpr or ""):
+        return
+    chosen = [i for i in items if i.get_closest_marker("load") is None]
+    if len(chosen) != len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i.get_closest_marker("load")])
+        items[:] = chosen

@@ -17,10 +17,11 @@ import time
 import pytest
 from cloudfixtures import ROOT, cli, running_guest_lab
 
-from xen_vhd_tempest.scenario.cloud import CloudError, WaitTimeout
+from xen_vhd_tempest.harness.ssh import Ssh
+from xen_vhd_tempest.scenario.cloud import CloudError, SshError, WaitTimeout
+from xen_vhd_tempest.scenario.options import Options
 from xen_vhd_tempest.scenario.report import Reporter
-from xen_vhd_tempest.scenario.ssh import Ssh, SshError
-from xen_vhd_tempest.scenario.story import BackupScenario, Options, SyntheticScenario
+from xen_vhd_tempest.scenario.story import BackupScenario, SyntheticScenario
 
 pytestmark = pytest.mark.lab
 BOOT = "boot the XenServer image"
@@ -70,12 +71,12 @@ def _counts(census):
 
 
 def cloud_for(lab, timeout=None):
-    from xen_vhd_tempest.scenario.clients import ClientsCloud, session_for
+    from xen_vhd_tempest.harness.clients import ClientsCloud, session_for
     return ClientsCloud(session_for("xen-vhd-lab", str(lab.state_dir / "clouds.yaml"), timeout=timeout), name="lab")
 
 
 def story_for(lab, tmp_path, cls=BackupScenario, *, timeout=None, **options):
-    from xen_vhd_tempest.pytest_plugin import lab_host_keys
+    from xen_vhd_tempest.harness.pytest_plugin import lab_host_keys
     options.setdefault("image", lab.default_image_id)
     options.setdefault("host_key_of", lab_host_keys(lab.info))
     story = cls(cloud_for(lab, timeout), Options(workdir=str(tmp_path), **options),
@@ -95,7 +96,7 @@ def test_a_500_on_create_server_is_not_retried_and_fails_with_a_diagnosis(lab, f
             "count": 2},
            {"kind": "api", "service": "compute", "method": "DELETE", "path": "/os-keypairs/", "status": 500})
     story = story_for(lab, tmp_path)
-    assert story.run() is False
+    assert story.run().passed is False
     step = failed_step(story)
     assert step.name == BOOT and "create server: HTTP 500" in step.detail
     assert "not safe to repeat" in str(story.diagnosis) and "request id" in str(story.diagnosis)
@@ -160,7 +161,7 @@ def test_a_kernel_panic_fails_fast_quoting_the_console(lab, faults, tmp_path):
     before = census(lab)
     faults({"kind": "guest", "variant": "panic"})
     story = story_for(lab, tmp_path, boot_timeout=300)
-    assert story.run() is False
+    assert story.run().passed is False
     step = failed_step(story)
     assert step.name == BOOT and "the guest kernel panicked" in step.detail, step.detail
     assert "Kernel panic - not syncing" in step.detail
@@ -174,7 +175,7 @@ def test_a_silent_guest_times_out_cleanly(lab, faults, tmp_path):
     before = census(lab)
     faults({"kind": "guest", "variant": "silent"})
     story = story_for(lab, tmp_path, boot_timeout=20)
-    assert story.run() is False
+    assert story.run().passed is False
     step = failed_step(story)
     assert step.name == BOOT and "no SSH to" in step.detail and "after" in step.detail, step.detail
     assert step.seconds < 60

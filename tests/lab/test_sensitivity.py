@@ -11,13 +11,15 @@ import sys
 import pytest
 from cloudfixtures import running_guest_lab
 
+from converter.variants import VARIANTS
 from xen_vhd_tempest.scenario.cloud import ScenarioError
+from xen_vhd_tempest.scenario.options import Options
 from xen_vhd_tempest.scenario.report import Reporter
-from xen_vhd_tempest.scenario.story import ROOT_DISK, BackupScenario, Options
+from xen_vhd_tempest.scenario.story import ROOT_DISK, BackupScenario
 
 pytestmark = pytest.mark.lab
 
-FAULTS = ["raw-copy", "leaf-only", "no-resize", "ignore-bitmaps", "wrong-order", "truncate"]
+FAULTS = list(VARIANTS)
 COMPARE = "compare the volume's bytes with the reference"
 
 
@@ -29,7 +31,7 @@ def lab():
 @pytest.fixture(scope="module")
 def backed_up(lab, tmp_path_factory):
     """The scenario up to the reference conversion, shared by every mode."""
-    from xen_vhd_tempest.scenario.clients import ClientsCloud, session_for
+    from xen_vhd_tempest.harness.clients import ClientsCloud, session_for
     cloud = ClientsCloud(session_for("xen-vhd-lab", str(lab.state_dir / "clouds.yaml")), name="lab")
     options = Options(image=lab.default_image_id, workdir=str(tmp_path_factory.mktemp("sensitivity")))
     story = BackupScenario(cloud, options, Reporter(sys.__stderr__, prefix="[sensitivity] "))

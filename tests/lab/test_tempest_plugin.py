@@ -23,7 +23,7 @@ pytest.importorskip("tempest", reason="tempest is not installed (pip install .[t
 BIN = Path(sys.executable).parent
 TEMPEST = BIN / "tempest"
 STESTR = BIN / "stestr"
-PACKAGE = "xen_vhd_tempest.tests.scenario.test_xenserver_image_to_volume"
+PACKAGE = "xen_vhd_tempest.tempest_plugin.tests.scenario.test_xenserver_image_to_volume"
 BACKUP = f"{PACKAGE}.XenServerBackupToVolumeTest.test_backup_image_to_volume"
 SYNTHETIC = f"{PACKAGE}.SyntheticChainToVolumeTest.test_synthetic_chain_to_volume"
 IDS = {BACKUP: "cd7a98a8-5d3c-4605-b30e-efb28c3d704b", SYNTHETIC: "37c756f2-b2bb-4dd8-9c73-7fc3eceff67f"}
@@ -114,16 +114,16 @@ def scratch():
 def test_tempest_list_plugins_shows_the_plugin(tmp_path):
     out = tempest("list-plugins", cwd=tmp_path).stdout
     assert "xen-vhd-tempest" in out
-    assert "xen_vhd_tempest.plugin:XenVhdTempestPlugin" in out
+    assert "xen_vhd_tempest.tempest_plugin.plugin:XenVhdTempestPlugin" in out
 
 
 def test_plugin_hooks(tmp_path):
-    from xen_vhd_tempest import config as project_config
-    from xen_vhd_tempest.plugin import XenVhdTempestPlugin
+    from xen_vhd_tempest.tempest_plugin import config as project_config
+    from xen_vhd_tempest.tempest_plugin.plugin import XenVhdTempestPlugin
 
     plugin = XenVhdTempestPlugin()
     test_dir, top = plugin.load_tests()
-    assert Path(test_dir) == Path(top) / "xen_vhd_tempest" / "tests"
+    assert Path(test_dir) == Path(top) / "xen_vhd_tempest" / "tempest_plugin" / "tests"
     assert (Path(test_dir) / "scenario" / "test_xenserver_image_to_volume.py").is_file()
     (group, options), = plugin.get_opt_lists()
     assert group == "xen_vhd" and options is project_config.XenVhdGroup
@@ -149,7 +149,7 @@ def test_every_test_has_a_unique_idempotent_id(tmp_path):
     check_uuid = BIN / "check-uuid"
     if not check_uuid.exists():
         pytest.skip(f"no check-uuid command next to {sys.executable}")
-    proc = subprocess.run([str(check_uuid), "--package", "xen_vhd_tempest.tests"], cwd=tmp_path,
+    proc = subprocess.run([str(check_uuid), "--package", "xen_vhd_tempest.tempest_plugin.tests"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 

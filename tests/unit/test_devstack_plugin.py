@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PLUGIN = ROOT / "devstack" / "plugin.sh"
 SETTINGS = ROOT / "devstack" / "settings"
 DOUBLE = Path(__file__).with_name("devstack_double.sh")
+BINDEP = ROOT / "devstack" / "files" / "bindep.txt"
 PHASES = ("pre-install", "install", "post-config", "extra", "test-config")
 FAKE_IMAGE_ID = "0b8c1d0e-5a1f-4f57-9d4e-3c7e2f1a9b00"
 MIB = 1 << 20
@@ -59,6 +60,7 @@ class Devstack:
             "DEFAULT_IMAGE_FILE_NAME": "cirros-0.6.3-x86_64-disk.img",
             "GLANCE_API_CONF": str(self.glance_conf),
             "TEMPEST_DIR": str(self.dest / "tempest"),
+            "REQUIREMENTS_DIR": str(self.dest / "requirements"),
             "TEMPEST_CONFIG": str(self.tempest_conf),
             "REGION_NAME": "RegionOne",
             "XEN_VHD_TEMPEST_DIR": str(ROOT),
@@ -130,9 +132,11 @@ def test_stack_configures_glance_and_tempest_and_uploads_a_xenserver_image(devst
     assert (data / "base.raw").read_bytes() == (devstack.files / "cirros-0.6.3-x86_64-disk.img").read_bytes()
 
     calls = devstack.calls()
-    assert ["install_package", "qemu-utils"] in calls
+    assert not devstack.calls("install_package")         # qemu-utils: devstack/files/bindep.txt (below)
     assert ["pip_install", str(ROOT)] in calls
-    assert ["tox", str(devstack.dest / "tempest"), "-evenv-tempest", "--", "pip", "install", str(ROOT)] in calls
+    upper = str(devstack.dest / "requirements" / "upper-constraints.txt")
+    assert ["tox", str(devstack.dest / "tempest"), "-evenv-tempest", "--", "pip", "install", "-c", upper,
+            str(ROOT)] in calls
     assert not devstack.calls("die")
     assert not devstack.calls("warn")
 
@@ -169,11 +173,11 @@ def test_without_the_drop_in_cinder_is_warned_about(devstack):
 def test_phases_run_in_devstack_order(devstack):
     devstack.stack()
     summaries = [c[1] for c in devstack.calls("echo_summary")]
-    assert [s.split()[0] for s in summaries] == ["Installing", "Installing", "Configuring", "Building",
+    assert [s.split()[0] for s in summaries] == ["Installing", "Configuring", "Building",
                                                  "Installing", "Configuring"]
     names = [c[0] for c in devstack.calls() if c[0] in ("install_package", "pip_install", "qemu-img",
                                                         "openstack", "tox")]
-    assert names == ["install_package", "pip_install", "qemu-img", "openstack", "tox"]
+    assert names == ["pip_install", "qemu-img", "openstack", "tox"]
 
 
 def test_settings_define_the_plugin_and_overrides_win(devstack):
@@ -243,3 +247,32 @@ def test_scripts_parse_and_pass_shellcheck():
     proc = subprocess.run(["shellcheck", "-s", "bash", str(PLUGIN), str(SETTINGS), str(DOUBLE)],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout
+
+
+def test_system_packages_are_devstacks_bindep_list():
+    """devstack installs a plugin's devstack/files/bindep.txt (default profile) itself: qemu-img's
+    package on each platform family, read by the real bindep."""
+    bindep = Path(sys.executable).parent / "bindep"
+    if not bindep.exists():
+        pytest.skip(f"no bindep next to {sys.executable} (tools/install-deps installs it)")
+    listed = subprocess.run([str(bindep), "-f", str(BINDEP), "-l", "newline"], capture_output=True, text=True,
+                            timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    assert "qemu-utils" in listed.stdout.split()          # this machine is dpkg
+    text = BINDEP.read_text()
+    assert "qemu-utils [platform:dpkg]" in text and "qemu-img [platform:rpm]" in text
+    assert "install_package qemu" not in PLUGIN.read_text()
+
+
+def test_a_named_vhd_util_package_is_installed_at_pre_install(devstack):
+    devstack.run(("stack", "pre-install"), XEN_VHD_TEMPEST_VHD_UTIL_PACKAGE="blktap-utils")
+    assert devstack.calls("install_package") == [["install_package", "blktap-utils"]]
+    devstack.calls_file.unlink()
+    devstack.run(("stack", "pre-install"))
+    assert not devstack.calls("install_package") and not devstack.calls("echo_summary")
+
+
+def test_upper_constraints_follow_devstacks_variable(devstack):
+    devstack.stack(UPPER_CONSTRAINTS_FILE="/opt/stack/requirements/other-constraints.txt")
+    (tox,) = devstack.calls("tox")
+    assert tox[tox.index("-c") + 1] == "/opt/stack/requirements/other-constraints.txt"

@@ -12,7 +12,6 @@ from converter.convert import convert_image
 from converter.errors import ArchiveError, VhdError
 from tests.conftest import MIB, disk_bytes
 
-rapidgzip = pytest.importorskip("rapidgzip")
 DECODERS = ["isal", "zlib", "rapidgzip"]
 
 

@@ -1,5 +1,6 @@
 """The tempest plugin's adapter without a cloud: ``RemoteSsh`` over a RemoteClient double that runs
-commands in a local shell, ``TempestCloud`` over service-client doubles, fault names."""
+commands in a local shell, ``TempestCloud`` over service-client doubles (cleanups registered with
+the test, leftovers listed), the outcome's named fault."""
 
 import subprocess
 import types
@@ -11,10 +12,12 @@ pytest.importorskip("tempest", reason="tempest is not installed (pip install .[t
 from tempest.lib import exceptions as lib_exc  # noqa: E402
 from tempest.lib.common import rest_client  # noqa: E402
 
-from xen_vhd_tempest.scenario.cloud import CloudError, WaitTimeout  # noqa: E402
-from xen_vhd_tempest.scenario.ssh import SshError  # noqa: E402
-from xen_vhd_tempest.tests.scenario import tempest_cloud  # noqa: E402
-from xen_vhd_tempest.tests.scenario.test_xenserver_image_to_volume import _fault_named  # noqa: E402
+from xen_vhd_tempest.scenario.cloud import CloudError, SshError, WaitTimeout  # noqa: E402
+from xen_vhd_tempest.scenario.diagnose import Diagnosis  # noqa: E402
+from xen_vhd_tempest.scenario.outcome import Outcome  # noqa: E402
+from xen_vhd_tempest.scenario.report import StepResult  # noqa: E402
+from xen_vhd_tempest.tempest_plugin import cloud as tempest_cloud  # noqa: E402
+from xen_vhd_tempest.tempest_plugin import remote  # noqa: E402
 
 
 class LocalRemote:
@@ -37,7 +40,7 @@ class LocalRemote:
 
 @pytest.fixture
 def ssh(tmp_path):
-    s = tempest_cloud.RemoteSsh.__new__(tempest_cloud.RemoteSsh)
+    s = remote.RemoteSsh.__new__(remote.RemoteSsh)
     s.host, s.port, s.user, s.connected = "127.0.0.9", 22, "cirros", True
     s.remote = LocalRemote(tmp_path)
     return s
@@ -75,9 +78,9 @@ def test_input_file_is_removed_when_the_command_fails(ssh, tmp_path):
 
 def test_pieces_cut_at_newlines():
     text = "".join(f"line {i}\n" for i in range(2000))
-    pieces = list(tempest_cloud._pieces(text, 1000))
+    pieces = list(remote._pieces(text, 1000))
     assert "".join(pieces) == text and all(p.endswith("\n") for p in pieces) and max(map(len, pieces)) <= 1000
-    assert list(tempest_cloud._pieces("x" * 10, 4)) == ["xxxx", "xxxx", "xx"]
+    assert list(remote._pieces("x" * 10, 4)) == ["xxxx", "xxxx", "xx"]
 
 
 def _body(status, headers=None, **body):
@@ -86,7 +89,8 @@ def _body(status, headers=None, **body):
 
 def _cloud(**clients):
     test = types.SimpleNamespace(servers_client=None, keypairs_client=None, flavors_client=None, image_client=None,
-                                 volumes_client=None, os_primary=types.SimpleNamespace())
+                                 volumes_client=None, os_primary=types.SimpleNamespace(), cleanups=[])
+    test.addCleanup = lambda fn, *args, **kw: test.cleanups.append((fn, args, kw))
     for name, client in clients.items():
         setattr(test, name, client)
     return tempest_cloud.TempestCloud(test)
@@ -130,9 +134,56 @@ def test_volume_reason_comes_from_the_user_messages():
                                                               False)
 
 
-def test_fault_named_reads_the_variant_or_the_diagnosis_text():
-    assert _fault_named(None) is None
-    assert _fault_named(types.SimpleNamespace(variant="no-resize")) == "no-resize"
-    assert _fault_named("... (the volume matches the 'leaf-only' conversion at all 12 MiB checked)") == "leaf-only"
-    assert _fault_named("... (matches 'wrong-order')") == "wrong-order"
-    assert _fault_named("not a known conversion bug") is None
+def _outcome(diagnosis):
+    return Outcome("t", (StepResult("compare", "FAIL", 1.0, "differs"),), diagnosis, "summary")
+
+
+def test_the_outcome_names_the_fault_its_diagnosis_found():
+    assert _outcome(None).fault is None
+    assert _outcome(types.SimpleNamespace(variant="no-resize")).fault == "no-resize"
+    assert _outcome(Diagnosis(0, "leaf-only", 12, "... matches the 'leaf-only' conversion")).fault == "leaf-only"
+    assert _outcome(Diagnosis(0, "wrong-order", 3, "text")).fault == "wrong-order"
+    # a diagnosis in words names no fault, whatever its text says: nothing is read from text
+    assert _outcome("... (the volume matches the 'leaf-only' conversion at all 12 MiB checked)").fault is None
+    assert _outcome(Diagnosis(9, None, 4, "not a known conversion bug")).fault is None
+
+
+def test_every_created_resource_is_also_registered_with_the_test_and_gone_is_fine(monkeypatch):
+    deleted = []
+
+    def gone(resource_id):
+        deleted.append(resource_id)
+        raise lib_exc.NotFound("already deleted by the story")
+
+    servers = types.SimpleNamespace(create_server=lambda **kw: {"server": {"id": "s1"}}, delete_server=gone,
+                                    show_server=lambda i: (_ for _ in ()).throw(lib_exc.NotFound("gone")))
+    volumes = types.SimpleNamespace(create_volume=lambda **kw: {"volume": {"id": "v1"}}, delete_volume=gone)
+    keypairs = types.SimpleNamespace(create_keypair=lambda name: {"keypair": {"private_key": "KEY"}},
+                                     delete_keypair=gone)
+    cloud = _cloud(servers_client=servers, volumes_client=volumes, keypairs_client=keypairs)
+    monkeypatch.setattr(tempest_cloud, "CONF", types.SimpleNamespace(
+        service_available=types.SimpleNamespace(neutron=False), compute=types.SimpleNamespace(build_timeout=5)))
+    assert cloud.create_keypair("p-key") == "KEY"
+    assert cloud.create_server("p-source", flavor_id="1", key_name="p-key", image_id="i") == "s1"
+    assert cloud.create_volume("p-volume", 1, image_id="i") == "v1"
+    assert len(cloud.test.cleanups) == 3
+    for fn, args, kw in reversed(cloud.test.cleanups):     # as testtools runs them: newest first
+        fn(*args, **kw)
+    assert deleted == ["v1", "s1", "p-key"]
+
+
+def test_leftovers_lists_what_carries_the_run_prefix():
+    servers = types.SimpleNamespace(list_servers=lambda: {"servers": [{"id": "s1", "name": "p-source"},
+                                                                      {"id": "s2", "name": "other"}]})
+    volumes = types.SimpleNamespace(list_volumes=lambda: {"volumes": [{"id": "v1", "name": "p-volume"},
+                                                                      {"id": "v2", "name": None}]})
+    owners = []
+    images = types.SimpleNamespace(list_images=lambda params: owners.append(params["owner"]) or {
+        "images": [{"id": "i1", "name": "p-backup"}, {"id": "i2", "name": "p"}]})
+    keypairs = types.SimpleNamespace(list_keypairs=lambda: {"keypairs": [{"keypair": {"name": "p-key"}},
+                                                                         {"keypair": {"name": "mine"}}]})
+    cloud = _cloud(servers_client=servers, volumes_client=volumes, image_client=images, keypairs_client=keypairs)
+    cloud.test.os_primary.credentials = types.SimpleNamespace(project_id="proj")
+    assert cloud.leftovers("p") == [("server", "s1", "p-source"), ("volume", "v1", "p-volume"),
+                                    ("image", "i1", "p-backup"), ("keypair", "p-key", "p-key")]
+    assert owners == ["proj"]

@@ -1,28 +1,33 @@
-"""What the scenario needs from a cloud, and nothing more.
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
 
-Two implementations: ``clients.ClientsCloud`` (python-*clients, the pytest harness and the
-``xen-vhd-tempest run`` command) and the tempest plugin's adapter over tempest's service
-clients and waiters. Every method is one API call or one wait; the story composes them.
+"""The contract between the story and a front end: every call the story makes, and nothing more.
+
+Two implementations: ``harness.clients.ClientsCloud`` (python-*clients and paramiko: the pytest
+harness and ``xen-vhd-tempest run``) and ``tempest_plugin.cloud.TempestCloud`` (tempest's service
+clients and RemoteClient). Each API method is one call; the waiters poll those calls with an
+explicit timeout (``scenario.waiters``) and a front end may override them. ``guest_shell`` gives
+the story a ``Shell`` for commands in a guest. Failures raise the errors below, whose message
+names the call.
 """
 
+import abc
 import dataclasses
 
+from xen_vhd_tempest.scenario import waiters
+from xen_vhd_tempest.scenario.errors import CloudError, ScenarioError, SshError, WaitTimeout
 
-class ScenarioError(Exception):
-    """A step failed. ``step`` and ``diagnosis`` say what and why, in a Cinder developer's terms."""
-
-    def __init__(self, message, *, diagnosis=None, console=None):
-        super().__init__(message)
-        self.diagnosis = diagnosis
-        self.console = console
-
-
-class CloudError(ScenarioError):
-    """A cloud call failed or a resource reached an error state."""
-
-
-class WaitTimeout(ScenarioError):
-    """A resource did not reach the wanted state in time."""
+__all__ = ["Cloud", "CloudError", "Flavor", "Image", "ScenarioError", "Server", "Shell", "SshError", "Volume",
+           "WaitTimeout", "backup_image_id"]
 
 
 @dataclasses.dataclass
@@ -70,53 +75,127 @@ def backup_image_id(body, location):
     raise CloudError("createBackup answered without an image id (neither body nor Location)")
 
 
-class Cloud:
-    """The calls the scenario makes. Implementations raise CloudError with the API's message."""
+class Shell(abc.ABC):
+    """Commands in one guest. ``connect`` retries until ``timeout`` (``check()`` may raise to stop
+    early); ``run`` returns stdout, raising ``SshError`` on a non-zero exit when ``check``, with
+    ``input`` on the command's stdin; a command is never re-run."""
+
+    @abc.abstractmethod
+    def connect(self, timeout=300.0, check=None) -> "Shell": ...
+
+    @abc.abstractmethod
+    def run(self, command, timeout=600.0, check=True, input=None) -> str: ...
+
+    @abc.abstractmethod
+    def close(self): ...
+
+
+class Cloud(abc.ABC):
+    """The calls the story makes. Implementations raise CloudError with the API's message."""
 
     name = "cloud"
 
-    # lookups
-    def find_image(self, ref) -> Image: raise NotImplementedError
-    def find_flavor(self, ref) -> Flavor: raise NotImplementedError
-    def find_network(self, ref) -> str | None: raise NotImplementedError
+    # -- lookups ---------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def find_image(self, ref) -> Image: ...
 
-    # keypairs
+    @abc.abstractmethod
+    def find_flavor(self, ref) -> Flavor: ...
+
+    @abc.abstractmethod
+    def find_network(self, ref) -> str | None: ...
+
+    # -- keypairs --------------------------------------------------------------------------------
+    @abc.abstractmethod
     def create_keypair(self, name) -> str:
         """Create a keypair; returns the private key (PEM/OpenSSH text)."""
-        raise NotImplementedError
 
-    def delete_keypair(self, name): raise NotImplementedError
+    @abc.abstractmethod
+    def delete_keypair(self, name): ...
 
-    # servers
+    # -- servers ---------------------------------------------------------------------------------
+    @abc.abstractmethod
     def create_server(self, name, *, flavor_id, key_name, image_id=None, boot_volume_id=None,
-                      network_id=None) -> str: raise NotImplementedError
-    def get_server(self, server_id) -> Server: raise NotImplementedError
-    def delete_server(self, server_id): raise NotImplementedError
-    def console_output(self, server_id, lines=60) -> str: raise NotImplementedError
-    def ssh_endpoint(self, server: Server) -> tuple: raise NotImplementedError
+                      network_id=None) -> str: ...
 
+    @abc.abstractmethod
+    def get_server(self, server_id) -> Server: ...
+
+    @abc.abstractmethod
+    def server_exists(self, server_id) -> bool: ...
+
+    @abc.abstractmethod
+    def delete_server(self, server_id): ...
+
+    @abc.abstractmethod
+    def console_output(self, server_id, lines=60) -> str: ...
+
+    @abc.abstractmethod
+    def ssh_host(self, server: Server) -> str:
+        """The address the runner reaches ``server``'s SSH at (floating or fixed)."""
+
+    @abc.abstractmethod
     def create_backup(self, server_id, name, backup_type, rotation) -> str:
         """``createBackup``; returns the new image id (from the body, or Location before 2.45)."""
-        raise NotImplementedError
 
-    # images
-    def get_image(self, image_id) -> Image: raise NotImplementedError
-    def download_image(self, image_id, path): raise NotImplementedError
-    def upload_image(self, name, path, *, disk_format, container_format) -> str: raise NotImplementedError
-    def delete_image(self, image_id): raise NotImplementedError
+    # -- images ----------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def get_image(self, image_id) -> Image: ...
 
-    # volumes
-    def create_volume(self, name, size_gb, *, image_id=None) -> str: raise NotImplementedError
-    def get_volume(self, volume_id) -> Volume: raise NotImplementedError
-    def delete_volume(self, volume_id): raise NotImplementedError
-    def attach_volume(self, server_id, volume_id): raise NotImplementedError
-    def detach_volume(self, server_id, volume_id): raise NotImplementedError
+    @abc.abstractmethod
+    def download_image(self, image_id, path): ...
 
+    @abc.abstractmethod
+    def upload_image(self, name, path, *, disk_format, container_format) -> str: ...
+
+    @abc.abstractmethod
+    def delete_image(self, image_id): ...
+
+    # -- volumes ---------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def create_volume(self, name, size_gb, *, image_id=None) -> str: ...
+
+    @abc.abstractmethod
+    def get_volume(self, volume_id) -> Volume: ...
+
+    @abc.abstractmethod
+    def volume_exists(self, volume_id) -> bool: ...
+
+    @abc.abstractmethod
+    def delete_volume(self, volume_id): ...
+
+    @abc.abstractmethod
+    def attach_volume(self, server_id, volume_id): ...
+
+    @abc.abstractmethod
+    def detach_volume(self, server_id, volume_id): ...
+
+    # -- guests ----------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def guest_shell(self, host, port, user, *, private_key=None, password=None, host_key=None) -> Shell:
+        """A ``Shell`` for one guest (not connected yet). ``host_key``: the key(s) the cloud
+        published for that guest, or None (accepted for that connection only)."""
+
+    # -- what a run left behind --------------------------------------------------------------
+    @abc.abstractmethod
     def leftovers(self, prefix) -> list:
-        """(kind, id, name) of resources named ``prefix-...`` (kinds server, volume, image, keypair):
-        swept at cleanup. A cloud that cannot list them returns []."""
-        return []
+        """(kind, id, name) of this project's resources named ``prefix-...`` (kinds server, volume,
+        image, keypair): what a run created even if it never learnt the id. Swept at cleanup."""
 
-    # existence checks for cleanup waits (None when gone)
-    def server_exists(self, server_id) -> bool: raise NotImplementedError
-    def volume_exists(self, volume_id) -> bool: raise NotImplementedError
+    # -- waiters: polling the calls above with an explicit timeout; a front end may override ----
+    def wait_server_status(self, server_id, status, *, timeout, progress=None) -> Server:
+        return waiters.server_status(self, server_id, status, timeout=timeout, progress=progress)
+
+    def wait_image_active(self, image_id, *, timeout, progress=None) -> Image:
+        return waiters.image_active(self, image_id, timeout=timeout, progress=progress)
+
+    def wait_volume_status(self, volume_id, status, *, timeout, progress=None) -> Volume:
+        return waiters.volume_status(self, volume_id, status, timeout=timeout, progress=progress)
+
+    def wait_server_gone(self, server_id, *, timeout, progress=None):
+        waiters.gone(f"server {server_id} deletion", lambda: self.server_exists(server_id), timeout=timeout,
+                     progress=progress)
+
+    def wait_volume_gone(self, volume_id, *, timeout, progress=None):
+        waiters.gone(f"volume {volume_id} deletion", lambda: self.volume_exists(volume_id), timeout=timeout,
+                     progress=progress)

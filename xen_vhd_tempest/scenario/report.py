@@ -1,3 +1,15 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
 """Progress lines while the scenario runs, and the summary it ends with."""
 
 import contextlib
@@ -71,6 +83,6 @@ class Reporter:
         self.say(text)
         return text
 
-    def to_json(self):
-        return {"passed": self.passed,
-                "steps": [dataclasses.asdict(s) for s in self.steps]}
+    def results(self):
+        """The steps so far, as a snapshot (``outcome.Outcome.steps``)."""
+        return tuple(dataclasses.replace(s) for s in self.steps)

@@ -1,3 +1,15 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
 """The seed story, step by step, against any ``Cloud``.
 
 BackupScenario (compute is XenServer, or the lab):
@@ -10,24 +22,25 @@ SyntheticScenario (any compute): build a XenServer chain locally from a bootable
 (base, resize layer to the flavor's size, leaf with a known pattern and partial-sector
 writes), upload it as vhd/ovf, then the same volume steps with the pattern checked.
 
-Everything created is registered for cleanup; ``run`` ends with the summary table.
+Everything created is registered for cleanup; ``run`` ends with the summary table and returns
+an ``outcome.Outcome``. The story talks to the cloud only through ``cloud.Cloud`` (waiters and
+guest shells included) and reads only ``options.Options``.
 """
 
-import dataclasses
 import hashlib
 import math
 import os
 import tempfile
 import time
-import uuid
 
 from converter.builder import ImageBuilder, build_pattern
 from xen_vhd_tempest.scenario import waiters
-from xen_vhd_tempest.scenario.cloud import ScenarioError
 from xen_vhd_tempest.scenario.diagnose import diagnose
+from xen_vhd_tempest.scenario.errors import ScenarioError
+from xen_vhd_tempest.scenario.options import Options  # noqa: F401 - the story's options, importable from here
+from xen_vhd_tempest.scenario.outcome import Outcome
 from xen_vhd_tempest.scenario.reference import MIB, build_reference
 from xen_vhd_tempest.scenario.resources import Resources, sigterm_as_interrupt
-from xen_vhd_tempest.scenario.ssh import Ssh
 
 GIB = 1 << 30
 
@@ -57,39 +70,15 @@ PROBE_MIBS = ("for i in {mibs}; do got=$(dd if={dev} bs=1048576 skip=$i count=1 
               "echo \"$i ${{got%% *}}\"; done")
 
 
-@dataclasses.dataclass
-class Options:
-    image: str | None = None           # the XenServer image to boot (BackupScenario)
-    helper_image: str | None = None    # image of the server volumes get attached to (SyntheticScenario)
-    raw_image: str | None = None       # bootable raw disk the synthetic chain is built from
-    flavor: str = "m1.tiny"
-    network: str | None = None
-    ssh_user: str = "cirros"
-    ssh_password: str | None = None
-    host_key_of: object = None         # callable(server_id) -> published host key, or None
-    boot_timeout: float = 600.0
-    image_timeout: float = 900.0
-    volume_timeout: float = 900.0
-    prefix: str = ""                   # run-unique name prefix for everything created
-    workdir: str | None = None
-    keep: bool = False                 # keep resources for debugging (on failure)
-    dd_count: int = 10000              # KiB copied to somefile, as in the seed
-
-    def __post_init__(self):
-        if not self.prefix:
-            self.prefix = f"xvt-{uuid.uuid4().hex[:8]}"
-
-
 class Story:
     """Shared machinery: resources, servers with SSH, the volume steps."""
 
     title = "scenario"
 
-    def __init__(self, cloud, options, reporter, *, ssh_factory=Ssh):
+    def __init__(self, cloud, options, reporter):
         self.cloud = cloud
         self.options = options
         self.reporter = reporter
-        self.ssh_factory = ssh_factory
         self.resources = Resources(reporter, keep=False)
         self._tmp = None
         self.workdir = options.workdir
@@ -110,9 +99,9 @@ class Story:
         raise NotImplementedError
 
     def run(self):
-        """All steps, then cleanup; returns True when every step passed. Never raises for a
-        failed step: the summary says what failed and why. An interrupt (Ctrl-C, SIGTERM) is
-        raised again once everything is cleaned up, so the whole run stops."""
+        """All steps, then cleanup; returns the ``Outcome``. Never raises for a failed step: the
+        outcome (and the summary printed) says what failed and why. An interrupt (Ctrl-C,
+        SIGTERM) is raised again once everything is cleaned up, so the whole run stops."""
         ok = interrupted = False
         with sigterm_as_interrupt():
             try:
@@ -130,10 +119,10 @@ class Story:
                     self.cleanup(failed=not ok)
                 except ScenarioError as exc:        # reported in the summary: the clean up step FAILs
                     self.diagnosis = self.diagnosis or exc.diagnosis
-        self.reporter.summary(self.title, diagnosis=self.diagnosis)
+        summary = self.reporter.summary(self.title, diagnosis=self.diagnosis)
         if interrupted:             # the whole run stops (after cleaning up), not just this story
             raise KeyboardInterrupt("interrupted; cleaned up")
-        return self.reporter.passed
+        return Outcome(self.title, self.reporter.results(), self.diagnosis, summary)
 
     def run_steps(self, steps):
         for name, fn in steps:
@@ -201,12 +190,11 @@ class Story:
         self.resources.add(f"server {label} {server_id}", lambda: self._delete_server(server_id))
         self.reporter.progress(f"server {label}: {server_id}")
         started = time.monotonic()
-        server = waiters.wait_server_status(c, server_id, "ACTIVE", timeout=o.boot_timeout,
-                                            progress=self.reporter.progress)
-        host, port = c.ssh_endpoint(server)
+        server = c.wait_server_status(server_id, "ACTIVE", timeout=o.boot_timeout, progress=self.reporter.progress)
+        host, port = c.ssh_host(server), o.ssh_port
         check = self._console_check(server_id)
-        ssh = self.ssh_factory(host, port, o.ssh_user, private_key=self.private_key, password=o.ssh_password,
-                               host_key=o.host_key_of(server_id) if o.host_key_of else None)
+        ssh = c.guest_shell(host, port, o.ssh_user, private_key=self.private_key, password=o.ssh_password,
+                            host_key=o.host_key_of(server_id) if o.host_key_of else None)
         self.reporter.progress(f"waiting for SSH on {host}:{port}")
         check()
         ssh.connect(timeout=max(o.boot_timeout - (time.monotonic() - started), 30), check=check)
@@ -230,18 +218,16 @@ class Story:
 
     def _delete_server(self, server_id):
         self.cloud.delete_server(server_id)
-        waiters.wait_gone(f"server {server_id} deletion", lambda: self.cloud.server_exists(server_id),
-                          timeout=self.options.boot_timeout)
+        self.cloud.wait_server_gone(server_id, timeout=self.options.boot_timeout)
 
     def _delete_volume(self, volume_id):
         v = self.cloud.get_volume(volume_id) if self.cloud.volume_exists(volume_id) else None
         if v is None:
             return
         if v.status == "in-use":
-            waiters.wait_volume_status(self.cloud, volume_id, "available", timeout=self.options.volume_timeout)
+            self.cloud.wait_volume_status(volume_id, "available", timeout=self.options.volume_timeout)
         self.cloud.delete_volume(volume_id)
-        waiters.wait_gone(f"volume {volume_id} deletion", lambda: self.cloud.volume_exists(volume_id),
-                          timeout=self.options.volume_timeout)
+        self.cloud.wait_volume_gone(volume_id, timeout=self.options.volume_timeout)
 
     # -- the volume steps (6-8) ----------------------------------------------------------------
     def volume_steps(self, check_boot):
@@ -269,8 +255,8 @@ class Story:
         self.volume_id = volume_id
         self._volume_handle = self.resources.add(f"volume {volume_id}", lambda: self._delete_volume(volume_id))
         self.reporter.progress(f"volume {volume_id}: {size_gb} GiB from image {self.image_id}")
-        waiters.wait_volume_status(self.cloud, volume_id, "available", timeout=self.options.volume_timeout,
-                                   progress=self.reporter.progress)
+        self.cloud.wait_volume_status(volume_id, "available", timeout=self.options.volume_timeout,
+                                      progress=self.reporter.progress)
 
     def compare_volume(self):
         server_id, ssh = self.attach_server
@@ -280,8 +266,8 @@ class Story:
         attachment = self.resources.add(f"attachment of volume {volume_id} to server {server_id}",
                                         lambda: self._detach(server_id, volume_id))
         try:
-            waiters.wait_volume_status(self.cloud, self.volume_id, "in-use", timeout=self.options.volume_timeout,
-                                       progress=self.reporter.progress)
+            self.cloud.wait_volume_status(self.volume_id, "in-use", timeout=self.options.volume_timeout,
+                                          progress=self.reporter.progress)
             device = self._new_disk(ssh, before)
             ref = self.reference
             mibs = len(ref.mib_md5s)
@@ -331,8 +317,8 @@ class Story:
     def _detach(self, server_id, volume_id, progress=None):
         if self.cloud.get_volume(volume_id).status == "in-use":
             self.cloud.detach_volume(server_id, volume_id)
-        waiters.wait_volume_status(self.cloud, volume_id, "available", timeout=self.options.volume_timeout,
-                                   progress=progress)
+        self.cloud.wait_volume_status(volume_id, "available", timeout=self.options.volume_timeout,
+                                      progress=progress)
 
     def _new_disk(self, ssh, before, timeout=120):
         deadline = time.monotonic() + timeout
@@ -395,8 +381,7 @@ class BackupScenario(Story):
         self.image_id = image_id
         self.resources.add(f"image {image_id}", lambda: c.delete_image(image_id))
         self.reporter.progress(f"backup image {image_id}")
-        self.backup_image = waiters.wait_image_active(c, image_id, timeout=o.image_timeout,
-                                                      progress=self.reporter.progress)
+        self.backup_image = c.wait_image_active(image_id, timeout=o.image_timeout, progress=self.reporter.progress)
 
     def make_reference(self):
         work = self._work()
@@ -463,7 +448,7 @@ class SyntheticScenario(Story):
                                   container_format="ovf")
         self.image_id = image_id
         self.resources.add(f"image {image_id}", lambda: c.delete_image(image_id))
-        waiters.wait_image_active(c, image_id, timeout=o.image_timeout, progress=self.reporter.progress)
+        c.wait_image_active(image_id, timeout=o.image_timeout, progress=self.reporter.progress)
 
     def boot_helper(self):
         helper = self.cloud.find_image(self.options.helper_image)
@@ -472,9 +457,7 @@ class SyntheticScenario(Story):
     def check_pattern(self, ssh):
         disk = ssh.run(ROOT_DISK).strip().splitlines()[0]
         start, length = self.pattern_offset, self.PATTERN_LEN
-        got = ssh.run(f"sudo dd if={disk} bs=1 skip={start} count={length} 2>/dev/null | md5sum "
-                      if length < 65536 else
-                      f"sudo sh -c 'tail -c +{start + 1} {disk} | head -c {length}' | md5sum").split()[0]
+        got = ssh.run(f"sudo sh -c 'tail -c +{start + 1} {disk} | head -c {length}' | md5sum").split()[0]
         self.reporter.progress(f"pattern on {disk}: md5 {got}")
         if got != self.pattern_md5:
             raise ScenarioError("the pattern written past the base's end is wrong on the volume-booted server",

@@ -1,12 +1,25 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
 """Waiting for cloud resources, apart from the calls that change them (as tempest does).
 
 ``wait_for`` polls, reports progress (what it waits for, the status seen, elapsed time) and
-fails fast on error states with the resource's own reason.
+fails fast on error states with the resource's own reason. ``Cloud``'s waiters
+(``cloud.Cloud.wait_*``) are these over the cloud's own calls, each with an explicit timeout.
 """
 
 import time
 
-from xen_vhd_tempest.scenario.cloud import CloudError, WaitTimeout
+from xen_vhd_tempest.scenario.errors import CloudError, WaitTimeout
 
 # What a guest's console shows when waiting for SSH is pointless (the seed's failure modes).
 CONSOLE_FAILURES = (
@@ -60,16 +73,7 @@ def wait_for(description, poll, *, ready, failed=None, timeout, interval=2.0, pr
         time.sleep(interval)
 
 
-def _own_waiter(cloud, name):
-    """A front end may wait its own way (tempest's waiters): ``cloud.<name>`` if it has one."""
-    return getattr(cloud, name, None)
-
-
-def wait_server_status(cloud, server_id, status, *, timeout, progress=None):
-    own = _own_waiter(cloud, "wait_server_status")
-    if own:
-        return own(server_id, status, timeout=timeout, progress=progress)
-
+def server_status(cloud, server_id, status, *, timeout, progress=None):
     def failed(server):
         if server.status == "ERROR":
             return f"server went to ERROR: {server.fault or 'no fault message'}"
@@ -78,11 +82,7 @@ def wait_server_status(cloud, server_id, status, *, timeout, progress=None):
                     ready=lambda s: s.status == status, failed=failed, timeout=timeout, progress=progress)
 
 
-def wait_image_active(cloud, image_id, *, timeout, progress=None):
-    own = _own_waiter(cloud, "wait_image_active")
-    if own:
-        return own(image_id, timeout=timeout, progress=progress)
-
+def image_active(cloud, image_id, *, timeout, progress=None):
     def failed(image):
         if image.status in ("killed", "deleted", "deactivated"):
             return f"image went to {image.status}"
@@ -91,11 +91,7 @@ def wait_image_active(cloud, image_id, *, timeout, progress=None):
                     ready=lambda i: i.status == "active", failed=failed, timeout=timeout, progress=progress)
 
 
-def wait_volume_status(cloud, volume_id, status, *, timeout, progress=None):
-    own = _own_waiter(cloud, "wait_volume_status")
-    if own:
-        return own(volume_id, status, timeout=timeout, progress=progress)
-
+def volume_status(cloud, volume_id, status, *, timeout, progress=None):
     def failed(volume):
         if volume.status in ("error", "error_restoring", "error_extending"):
             return f"volume went to {volume.status}" + (f": {volume.reason}" if volume.reason else "")
@@ -104,6 +100,6 @@ def wait_volume_status(cloud, volume_id, status, *, timeout, progress=None):
                     ready=lambda v: v.status == status, failed=failed, timeout=timeout, progress=progress)
 
 
-def wait_gone(description, exists, *, timeout, progress=None):
+def gone(description, exists, *, timeout, progress=None):
     return wait_for(description, lambda: "present" if exists() else "gone", ready=lambda s: s == "gone",
                     timeout=timeout, progress=progress, interval=1.0)

@@ -1,11 +1,27 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
 """pytest plugin (entry point ``pytest11``): the scenario against a real cloud or the lab.
 
-Cloud selection: ``--os-cloud NAME`` or ``$OS_CLOUD`` picks a clouds.yaml entry (keystoneauth
+Cloud selection: ``--xvt-os-cloud NAME`` or ``$OS_CLOUD`` picks a clouds.yaml entry (keystoneauth
 session, python-novaclient/-glanceclient/-cinderclient, paramiko); without either, the
 embedded lab is started for the session (and stopped at its end if this session started it).
 
     pytest --pyargs xen_vhd_tempest.harness                    # both scenarios on the lab
-    pytest --pyargs xen_vhd_tempest.harness --os-cloud mycloud -m xen_synthetic --xen-raw-image cirros.raw
+    pytest --pyargs xen_vhd_tempest.harness --xvt-os-cloud mycloud -m xen_synthetic --xvt-raw-image cirros.raw
+
+Every option is ``--xvt-...``: the plugin is loaded by every pytest run in the environment it
+is installed in, and must not take names other plugins use. The scenario's options come from
+``scenario.options.SETTINGS`` (``--xvt-<flag>``), the same table tempest's ``[xen_vhd]`` is built from.
 """
 
 import fcntl
@@ -23,23 +39,24 @@ MARKERS = {
 }
 
 
+PREFIX = "--xvt-"
+HARNESS_OPTIONS = (          # the harness's own, beside the story's options
+    ("os-cloud", dict(default=os.environ.get("OS_CLOUD"),
+                      help="clouds.yaml entry of a real cloud (default: $OS_CLOUD; none: the embedded lab)")),
+    ("os-client-config-file", dict(default=os.environ.get("OS_CLIENT_CONFIG_FILE"),
+                                   help="a clouds.yaml to read instead of the standard locations")),
+    ("lab-dir", dict(help="state directory of the embedded lab (default: the lab's own)")),
+)
+
+
 def pytest_addoption(parser):
+    from xen_vhd_tempest.scenario.options import SETTINGS, add_flag
     g = parser.getgroup("xen-vhd-tempest", "XenServer image -> Cinder volume scenarios")
-    g.addoption("--os-cloud", default=os.environ.get("OS_CLOUD"),
-                help="clouds.yaml entry of a real cloud (default: $OS_CLOUD; none: the embedded lab)")
-    g.addoption("--os-client-config-file", default=os.environ.get("OS_CLIENT_CONFIG_FILE"),
-                help="a clouds.yaml to read instead of the standard locations")
-    g.addoption("--xen-image", help="XenServer image (vhd/ovf) to boot for the backup scenario")
-    g.addoption("--xen-helper-image", help="image of the server volumes are attached to (synthetic scenario)")
-    g.addoption("--xen-raw-image", help="bootable raw disk the synthetic chain is built from")
-    g.addoption("--xen-flavor", default="m1.tiny")
-    g.addoption("--xen-network", help="network id for servers (default: the cloud's choice, nics=auto)")
-    g.addoption("--xen-ssh-user", default="cirros")
-    g.addoption("--xen-ssh-password", help="fallback SSH password (keys from the created keypair come first)")
-    g.addoption("--xen-timeout", type=float, default=600.0, help="seconds for each server, image or volume wait")
-    g.addoption("--xen-keep-on-failure", action="store_true", help="keep a failed run's resources for debugging")
-    g.addoption("--xen-lab-dir", help="state directory of the embedded lab (default: the lab's own)")
-    g.addoption("--xen-workdir", help="where downloads and reference conversions go (default: a temp dir)")
+    for stem, kw in HARNESS_OPTIONS:
+        g.addoption(PREFIX + stem, **kw)
+    for setting in SETTINGS:
+        if setting.flag:
+            add_flag(g.addoption, setting, PREFIX)
 
 
 def pytest_configure(config):
@@ -57,11 +74,11 @@ class Target:
 
 
 def _lab_target(config, worker):
+    from xen_vhd_tempest.harness.clients import ClientsCloud, session_for
     from xen_vhd_tempest.lab import commands as lab
     from xen_vhd_tempest.lab.guest import build_guest_image
-    from xen_vhd_tempest.scenario.clients import ClientsCloud, session_for
 
-    state = Path(config.getoption("--xen-lab-dir") or lab.default_state_dir())
+    state = Path(config.getoption("--xvt-lab-dir") or lab.default_state_dir())
     port = lab.DEFAULT_PORT
     if worker:                              # pytest-xdist: one lab per worker, each on its own port
         state, port = state / worker, 0
@@ -92,12 +109,12 @@ def lab_host_keys(info):
 def xen_target(request):
     config = request.config
     worker = os.environ.get("PYTEST_XDIST_WORKER")
-    name = config.getoption("--os-cloud")
+    name = config.getoption("--xvt-os-cloud")
     if name:
-        from xen_vhd_tempest.scenario.clients import ClientsCloud, session_for
+        from xen_vhd_tempest.harness.clients import ClientsCloud, session_for
         from xen_vhd_tempest.scenario.cloud import CloudError
         try:
-            cloud = ClientsCloud(session_for(name, config.getoption("--os-client-config-file")), name=name)
+            cloud = ClientsCloud(session_for(name, config.getoption("--xvt-os-client-config-file")), name=name)
         except CloudError as exc:
             pytest.fail(str(exc), pytrace=False)
         target = Target(cloud, defaults={})
@@ -116,23 +133,19 @@ def xen_cloud(xen_target):
 
 @pytest.fixture
 def xen_options(request, xen_target, tmp_path):
-    """Scenario options for one test: CLI options over the target's defaults, a run-unique prefix."""
-    from xen_vhd_tempest.scenario.story import Options
-    get = request.config.getoption
-    d = xen_target.defaults
+    """Scenario options for one test: each ``--xvt-`` option given, else the target's default (the
+    lab's image, user, host keys), else the table's; a run-unique prefix."""
+    from xen_vhd_tempest.scenario.options import SETTINGS, Options
+    given = {s.name: request.config.getoption(f"xvt_{s.name}") for s in SETTINGS if s.flag}
+    values = {name: value for name, value in given.items() if value not in (None, False)}
+    for name, value in xen_target.defaults.items():
+        values.setdefault(name, value)
+    if given["image"] and not given["helper_image"]:        # one image given serves both scenarios
+        values["helper_image"] = given["image"]
+    values.setdefault("workdir", str(tmp_path))
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-    return Options(
-        image=get("--xen-image") or d.get("image"),
-        helper_image=get("--xen-helper-image") or get("--xen-image") or d.get("helper_image"),
-        raw_image=get("--xen-raw-image") or d.get("raw_image"),
-        flavor=get("--xen-flavor"), network=get("--xen-network"),
-        ssh_user=get("--xen-ssh-user") or d.get("ssh_user", "cirros"),
-        ssh_password=get("--xen-ssh-password") or d.get("ssh_password"),
-        host_key_of=d.get("host_key_of"),
-        boot_timeout=get("--xen-timeout"), image_timeout=get("--xen-timeout"), volume_timeout=get("--xen-timeout"),
-        keep=get("--xen-keep-on-failure"), workdir=get("--xen-workdir") or str(tmp_path),
-        prefix=f"xvt-{worker + '-' if worker else ''}{uuid.uuid4().hex[:8]}",
-    )
+    return Options(prefix=f"xvt-{worker + '-' if worker else ''}{uuid.uuid4().hex[:8]}",
+                   **{k: v for k, v in values.items() if v is not None})
 
 
 class _TerminalStream:

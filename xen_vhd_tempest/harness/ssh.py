@@ -1,3 +1,15 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
 """Commands in guests over SSH (paramiko), retried while the guest is still booting.
 
 Host keys
@@ -9,7 +21,7 @@ Two policies, chosen per connection by whether a ``host_key`` is given:
   else the connection fails at once with "host key ... does not match": no retry, no
   fallback. The lab reads each guest's host keys from its root disk before booting it and
   publishes them (``GET /lab/status``: ``guests.<server id>.host_keys``); the pytest harness
-  passes them for every server it boots on the lab.
+  passes them for every server it boots on the lab (``Options.host_key_of``).
 * **Real clouds: accept for this connection only.** Without a published key the key the guest
   presents is accepted for the life of that one connection and never written to any
   ``known_hosts`` (nor read from one). The servers are created by the run itself seconds
@@ -29,15 +41,13 @@ import time
 
 import paramiko
 
-from xen_vhd_tempest.scenario.cloud import ScenarioError
+from xen_vhd_tempest.scenario.cloud import Shell, SshError
+
+__all__ = ["Ssh", "SshError", "load_private_key"]
 
 # While a guest boots, refused and half-open connections are expected; paramiko's transport
 # thread would print each as a traceback. Our own errors say what failed.
 logging.getLogger("paramiko.transport").setLevel(logging.CRITICAL)
-
-
-class SshError(ScenarioError):
-    pass
 
 
 LOST = ("the SSH connection to the guest broke while a command ran (network, guest or hypervisor "
@@ -70,7 +80,7 @@ def load_private_key(text):
     raise SshError("the keypair's private key is in a format paramiko cannot read")
 
 
-class Ssh:
+class Ssh(Shell):
     def __init__(self, host, port, user, *, private_key=None, password=None, host_key=None):
         self.host, self.port, self.user = host, port, user
         self.pkey = load_private_key(private_key) if private_key else None

@@ -1,6 +1,19 @@
-"""``Cloud`` over a keystoneauth session and python-novaclient, -glanceclient, -cinderclient.
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
 
-The session comes from clouds.yaml (``OS_CLOUD`` / ``--os-cloud``) through openstacksdk's
+"""``Cloud`` over a keystoneauth session and python-novaclient, -glanceclient, -cinderclient;
+guests over paramiko (``harness.ssh``).
+
+The session comes from clouds.yaml (``OS_CLOUD`` / ``--xvt-os-cloud``) through openstacksdk's
 config loader, as every OpenStack CLI does. createBackup is sent through the session itself
 so both microversion behaviours are visible: the image id in the body (>= 2.45) or in the
 ``Location`` header (before).
@@ -15,6 +28,7 @@ the run instead of hanging it.
 
 import functools
 
+from xen_vhd_tempest.harness.ssh import Ssh
 from xen_vhd_tempest.scenario.cloud import Cloud, CloudError, Flavor, Image, Server, Volume, backup_image_id
 
 DEFAULT_TIMEOUT = 120.0           # seconds per request without a response, when clouds.yaml has no api_timeout
@@ -196,14 +210,17 @@ class ClientsCloud(Cloud):
     def console_output(self, server_id, lines=60):
         return self.nova.servers.get_console_output(server_id, length=lines) or ""
 
-    def ssh_endpoint(self, server):
-        """A floating address when there is one, else the first fixed one; port 22."""
+    def ssh_host(self, server):
+        """A floating address when there is one, else the first fixed one."""
         addresses = [a for net in server.addresses.values() for a in net]
         floating = [a for a in addresses if a.get("OS-EXT-IPS:type") == "floating"]
         chosen = (floating or addresses or [None])[0]
         if chosen is None:
             raise CloudError(f"server {server.id} has no address to SSH to")
-        return chosen["addr"], 22
+        return chosen["addr"]
+
+    def guest_shell(self, host, port, user, *, private_key=None, password=None, host_key=None):
+        return Ssh(host, port, user, private_key=private_key, password=password, host_key=host_key)
 
     @_calls
     def create_backup(self, server_id, name, backup_type, rotation):

@@ -1,27 +1,37 @@
-"""The scenario library's ``Cloud`` and ``Ssh`` over tempest: service clients, waiters, RemoteClient.
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""``scenario.cloud.Cloud`` over tempest: the test's service clients, its manager's helpers, RemoteClient.
 
 ``TempestCloud(test)`` takes a running ``tempest.scenario.manager.ScenarioTest`` and uses its
 clients (``servers_client``, ``keypairs_client``, ``flavors_client``, ``image_client``,
-``volumes_client``), its helpers for what depends on the cloud's networking (security group,
-``get_server_ip``: fixed or floating per ``[validation] connect_method``) and tempest's waiters.
-Every tempest exception leaves as ``CloudError`` naming the call, as ``scenario.clients`` does
-for python-*clients, so the story reports it as a failed step.
+``volumes_client``) and its helpers for what depends on the cloud's networking (security group,
+``get_server_ip``: fixed or floating per ``[validation] connect_method``). Only tempest's stable
+plugin interface is used (``tempest.lib``, ``tempest.config``, ``tempest.scenario.manager``).
 
-``RemoteSsh`` has the contract of ``scenario.ssh.Ssh`` (``connect``, ``run``, ``close``) on
-tempest's ``RemoteClient``, so commands run with tempest's shell prologue and debug logging.
+Waits are the contract's own (``scenario.waiters``: polling these clients with the story's
+explicit timeouts); no shared client's ``build_timeout`` is touched. Every resource is also
+registered with the test's ``addCleanup`` the moment it exists, as tempest's manager does: the
+story deletes everything itself, and these cleanups (NotFound ignored) catch what a story that
+died mid-step could not. Every tempest exception leaves as ``CloudError`` naming the call, as
+``harness.clients`` does for python-*clients, so the story reports it as a failed step.
 """
 
-import contextlib
 import functools
-import shlex
-import time
 import uuid
 
-from oslo_log import log as logging
 from tempest import config
-from tempest.common import waiters
-from tempest.common.utils.linux import remote_client
 from tempest.lib import exceptions as lib_exc
+from tempest.lib.common.utils import test_utils
 
 from xen_vhd_tempest.scenario.cloud import (
     Cloud,
@@ -33,13 +43,10 @@ from xen_vhd_tempest.scenario.cloud import (
     WaitTimeout,
     backup_image_id,
 )
-from xen_vhd_tempest.scenario.ssh import SshError
+from xen_vhd_tempest.tempest_plugin.remote import RemoteSsh
 
 CONF = config.CONF
-LOG = logging.getLogger(__name__)
 CHUNK = 1 << 20
-RC_MARK = "xen-vhd-tempest-exit="
-INPUT_PIECE = 4000                   # characters of stdin sent per command
 
 
 def _calls(fn):
@@ -87,6 +94,10 @@ class TempestCloud(Cloud):
         self.security_group = None
         self._server_bodies = {}
 
+    def _on_cleanup(self, fn, *args):
+        """Run ``fn(*args)`` at the test's cleanup (``addCleanup``); a resource already gone is fine."""
+        self.test.addCleanup(test_utils.call_and_ignore_notfound_exc, fn, *args)
+
     # -- lookups ---------------------------------------------------------------------------------
     @_calls
     def find_image(self, ref):
@@ -128,7 +139,9 @@ class TempestCloud(Cloud):
     # -- keypairs --------------------------------------------------------------------------------
     @_calls
     def create_keypair(self, name):
-        return self.keypairs.create_keypair(name=name)["keypair"]["private_key"]
+        private_key = self.keypairs.create_keypair(name=name)["keypair"]["private_key"]
+        self._on_cleanup(self.keypairs.delete_keypair, name)
+        return private_key
 
     @_calls
     def delete_keypair(self, name):
@@ -151,7 +164,13 @@ class TempestCloud(Cloud):
             if self.security_group is None:
                 self.security_group = self.test.create_security_group()
             kwargs["security_groups"] = [{"name": self.security_group["name"]}]
-        return self.servers.create_server(**kwargs)["server"]["id"]
+        server_id = self.servers.create_server(**kwargs)["server"]["id"]
+        self._on_cleanup(self._delete_server_and_wait, server_id)
+        return server_id
+
+    def _delete_server_and_wait(self, server_id):
+        self.servers.delete_server(server_id)
+        self.wait_server_gone(server_id, timeout=CONF.compute.build_timeout)
 
     @_calls
     def get_server(self, server_id):
@@ -181,16 +200,22 @@ class TempestCloud(Cloud):
         return self.servers.get_console_output(server_id, length=lines)["output"] or ""
 
     @_calls
-    def ssh_endpoint(self, server):
-        """Fixed or floating address as ``[validation] connect_method`` says (tempest's own
-        ``get_server_ip``, which creates the floating IP and its cleanup); ``[xen_vhd] ssh_port``."""
+    def ssh_host(self, server):
+        """Fixed or floating address as ``[validation] connect_method`` says (the manager's
+        ``get_server_ip``, which creates the floating IP and registers its cleanup)."""
         body = self._server_bodies.get(server.id) or self.servers.show_server(server.id)["server"]
-        return self.test.get_server_ip(body), CONF.xen_vhd.ssh_port
+        return self.test.get_server_ip(body)
+
+    def guest_shell(self, host, port, user, *, private_key=None, password=None, host_key=None):
+        return RemoteSsh(host, port, user, private_key=private_key, password=password, host_key=host_key,
+                         servers_client=self.servers)
 
     @_calls
     def create_backup(self, server_id, name, backup_type, rotation):
         body = self.servers.create_backup(server_id, name=name, backup_type=backup_type, rotation=rotation)
-        return backup_image_id(body, body.response.get("location", ""))
+        image_id = backup_image_id(body, body.response.get("location", ""))
+        self._on_cleanup(self._delete_image_and_wait, image_id)
+        return image_id
 
     # -- images ----------------------------------------------------------------------------------
     @_calls
@@ -212,9 +237,14 @@ class TempestCloud(Cloud):
         # The images client directly: the manager's image_create takes any tarball for a UEC bundle.
         image = self.images.create_image(name=name, disk_format=disk_format, container_format=container_format,
                                          visibility="private")
+        self._on_cleanup(self._delete_image_and_wait, image["id"])
         with open(path, "rb") as f:
             self.images.store_image_file(image["id"], f)
         return image["id"]
+
+    def _delete_image_and_wait(self, image_id):
+        self.images.delete_image(image_id)
+        self.images.wait_for_resource_deletion(image_id)
 
     @_calls
     def delete_image(self, image_id):
@@ -229,7 +259,13 @@ class TempestCloud(Cloud):
         kwargs = {"name": name, "size": size_gb}
         if image_id:
             kwargs["imageRef"] = image_id
-        return self.volumes.create_volume(**kwargs)["volume"]["id"]
+        volume_id = self.volumes.create_volume(**kwargs)["volume"]["id"]
+        self._on_cleanup(self._delete_volume_and_wait, volume_id)
+        return volume_id
+
+    def _delete_volume_and_wait(self, volume_id):
+        self.volumes.delete_volume(volume_id)
+        self.volumes.wait_for_resource_deletion(volume_id)
 
     @_calls
     def get_volume(self, volume_id):
@@ -265,136 +301,36 @@ class TempestCloud(Cloud):
     @_calls
     def attach_volume(self, server_id, volume_id):
         self.servers.attach_volume(server_id, volumeId=volume_id)
+        self._on_cleanup(self._detach_if_attached, server_id, volume_id)
+
+    def _detach_if_attached(self, server_id, volume_id):
+        """The attachment's cleanup: detach and wait available, unless the story has already."""
+        volume = self.volumes.show_volume(volume_id)["volume"]
+        if any(a.get("server_id") == server_id for a in volume.get("attachments") or []):
+            self.servers.detach_volume(server_id, volume_id)
+            self.wait_volume_status(volume_id, "available", timeout=CONF.volume.build_timeout)
 
     @_calls
     def detach_volume(self, server_id, volume_id):
         self.servers.detach_volume(server_id, volume_id)
 
-    # -- tempest's waiters ----------------------------------------------------------------------
-    # The story waits through ``scenario.waiters``; these are tempest's own waiters behind the
-    # same (id, status, timeout) shape, for a story that lets the cloud wait natively.
+    # -- what a run left behind ---------------------------------------------------------------
     @_calls
-    def wait_server_status(self, server_id, status, *, timeout=None, progress=None):
-        extra = max(0, int(timeout or 0) - self.servers.build_timeout)
-        waiters.wait_for_server_status(self.servers, server_id, status, extra_timeout=extra)
-        return self.get_server(server_id)
-
-    @_calls
-    def wait_image_active(self, image_id, *, timeout=None, progress=None):
-        with _at_least(self.images, timeout):
-            waiters.wait_for_image_status(self.images, image_id, "active")
-        return self.get_image(image_id)
-
-    @_calls
-    def wait_volume_status(self, volume_id, status, *, timeout=None, progress=None):
-        with _at_least(self.volumes, timeout):
-            waiters.wait_for_volume_resource_status(self.volumes, volume_id, status)
-        return self.get_volume(volume_id)
-
-
-@contextlib.contextmanager
-def _at_least(client, timeout):
-    """The client's build_timeout raised to ``timeout`` for one wait."""
-    saved = client.build_timeout
-    client.build_timeout = max(saved, int(timeout or 0))
-    try:
-        yield
-    finally:
-        client.build_timeout = saved
+    def leftovers(self, prefix):
+        """(kind, id, name) of the project's servers, volumes, images and keypairs named ``prefix-...``."""
+        def mine(name):
+            return (name or "").startswith(prefix + "-")
+        found = [("server", s["id"], s["name"]) for s in self.servers.list_servers()["servers"] if mine(s["name"])]
+        found += [("volume", v["id"], v.get("name")) for v in self.volumes.list_volumes()["volumes"]
+                  if mine(v.get("name"))]
+        owner = self.test.os_primary.credentials.project_id
+        found += [("image", i["id"], i.get("name")) for i in self.images.list_images(params={"owner": owner})["images"]
+                  if mine(i.get("name"))]
+        found += [("keypair", k["keypair"]["name"], k["keypair"]["name"])
+                  for k in self.keypairs.list_keypairs()["keypairs"] if mine(k["keypair"]["name"])]
+        return found
 
 
 def _image(body):
     return Image(body["id"], body.get("name") or "", body["status"], body.get("disk_format"),
                  body.get("container_format"), body.get("size"))
-
-
-class RemoteSsh:
-    """``scenario.ssh.Ssh``'s contract on tempest's ``RemoteClient``.
-
-    ``connect`` retries in short attempts so ``check()`` (the story's console check) can stop
-    the wait early; ``run`` gives each command its own timeout and returns stdout, raising
-    ``SshError`` on a non-zero exit when ``check``; ``input`` goes to the command's stdin.
-    ``host_key`` is not enforced: tempest's client accepts the guest's key, as tempest does for
-    every scenario.
-    """
-
-    ATTEMPT = 10
-
-    def __init__(self, host, port, user, *, private_key=None, password=None, host_key=None, servers_client=None,
-                 server=None):
-        self.host, self.port, self.user = host, port, user
-        self.remote = remote_client.RemoteClient(host, user, password=password, pkey=private_key, server=server,
-                                                 servers_client=servers_client)
-        self.remote.ssh_client.port = port
-        self.connected = False
-
-    def __repr__(self):
-        return f"{self.user}@{self.host}:{self.port}"
-
-    def connect(self, timeout=300.0, check=None):
-        deadline = time.monotonic() + timeout
-        client = self.remote.ssh_client
-        saved = client.timeout
-        client.timeout = self.ATTEMPT
-        try:
-            while True:
-                try:
-                    self.remote.validate_authentication()
-                    self.connected = True
-                    return self
-                except lib_exc.SSHTimeout as exc:
-                    last = exc
-                if check:
-                    check()
-                if time.monotonic() > deadline:
-                    raise SshError(f"no SSH to {self} after {timeout:.0f}s: {last}")
-        finally:
-            client.timeout = saved
-
-    def run(self, command, timeout=600.0, check=True, input=None):
-        client = self.remote.ssh_client
-        client.timeout = int(max(timeout, 1))
-        staged = None
-        try:
-            if input is not None:
-                # tempest's client closes stdin at once, and dropbear caps a command's length
-                # (MAX_CMD_LEN): the input goes to a file in the guest, a few KiB per command.
-                staged = f"/tmp/xen-vhd-tempest-input-{uuid.uuid4().hex[:12]}"
-                for piece in _pieces(input, INPUT_PIECE):
-                    self.remote.exec_command(f"printf '%s' {shlex.quote(piece)} >> {staged}")
-                command = f"( {command} ) < {staged}"
-            if check:
-                return self.remote.exec_command(command)
-            # RemoteClient raises on a non-zero exit and keeps no stdout: report the status instead.
-            out = self.remote.exec_command(f"rc=0; ( {command} ) || rc=$?; echo; echo {RC_MARK}$rc")
-            return out[:out.rindex(RC_MARK)][:-1]          # without the newline the first echo added
-        except lib_exc.SSHExecCommandFailed as exc:
-            raise SshError(f"{self}: {exc}") from None
-        except (lib_exc.SSHTimeout, lib_exc.TimeoutException, OSError, EOFError) as exc:
-            raise SshError(f"{self}: `{command}` failed: {exc or type(exc).__name__}") from None
-        finally:
-            if staged:
-                try:
-                    self.remote.exec_command(f"rm -f {staged}")
-                except Exception as exc:       # the command's own outcome matters more
-                    LOG.warning("could not remove %s on %s: %s", staged, self, exc)
-
-    def close(self):
-        self.connected = False        # tempest's client opens one connection per command
-
-
-def _pieces(text, size):
-    """``text`` in pieces of at most ``size`` characters, cut after a newline where possible."""
-    while text:
-        cut = text.rfind("\n", 0, size) + 1 if len(text) > size else len(text)
-        cut = cut or size
-        yield text[:cut]
-        text = text[cut:]
-
-
-def ssh_factory(test):
-    """A story ``ssh_factory`` whose sessions know the test's servers client (console on failure)."""
-    def make(host, port, user, *, private_key=None, password=None, host_key=None):
-        return RemoteSsh(host, port, user, private_key=private_key, password=password, host_key=host_key,
-                         servers_client=test.servers_client)
-    return make
