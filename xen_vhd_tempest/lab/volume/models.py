@@ -2,8 +2,8 @@
 
 creating (→ downloading when from an image) → available | error ; attaching → in-use ;
 detaching → available ; deleting → gone. Creating from an image converts it with the
-lab's image-to-volume conversion (``xen_vhd_tempest.lab.conversion``), which for vhd/ovf
-images is the reference converter or, when the lab is told so, a faulty one.
+lab's image-to-volume conversion (the ``convert`` callable: ``Lab._convert``), which for
+vhd/ovf images is the reference converter or, when the lab is told so, a faulty one.
 """
 
 from __future__ import annotations
