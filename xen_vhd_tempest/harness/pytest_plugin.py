@@ -46,6 +46,10 @@ HARNESS_OPTIONS = (          # the harness's own, beside the story's options
     ("os-client-config-file", dict(default=os.environ.get("OS_CLIENT_CONFIG_FILE"),
                                    help="a clouds.yaml to read instead of the standard locations")),
     ("lab-dir", dict(help="state directory of the embedded lab (default: the lab's own)")),
+    ("lab-cinder", dict(metavar="SRC", help="the embedded lab makes volumes with upstream Cinder's code: "
+                                           "'installed' (the cinder package) or a Cinder source tree; the lab's "
+                                           "settings are restored at the end of the session")),
+    ("lab-vhd-util", dict(metavar="PATH", help="the vhd-util the lab's Cinder runs (default xen-vhd-util)")),
 )
 
 
@@ -77,6 +81,7 @@ class _XdistController:
         self.follower = Follower(self._line)   # the terminal writer exists from sessionstart on
         self.summaries = []
         self.shared_lab = None          # the state dir of a lab this controller started
+        self.restore = None             # (state dir, settings) the controller changed on it
 
     def _line(self, text):
         self.config.get_terminal_writer().line(text)
@@ -90,6 +95,7 @@ class _XdistController:
             started, info = _lab_up(state, port)
             self._line(f"xen-vhd-tempest: the workers share the lab at {info['url']} ({state})")
             self.shared_lab = state if started else None
+            self.restore = (state, _lab_cinder(config, info, state))
 
     def pytest_configure_node(self, node):
         from xen_vhd_tempest.harness.relay import WORKERINPUT_KEY
@@ -111,18 +117,21 @@ class _XdistController:
 
     def pytest_unconfigure(self, config):
         self.follower.stop()
+        from xen_vhd_tempest.lab import commands as lab
         if self.shared_lab is not None:
-            from xen_vhd_tempest.lab import commands as lab
             lab.ensure_down(self.shared_lab)
+        elif self.restore and self.restore[1]:
+            lab.set_settings(*self.restore[:1], **self.restore[1])
 
 
 class Target:
     """The cloud under test and the defaults it implies."""
 
-    def __init__(self, cloud, *, defaults, lab_info=None):
+    def __init__(self, cloud, *, defaults, lab_info=None, restore=None):
         self.cloud = cloud
         self.defaults = defaults
         self.lab_info = lab_info
+        self.restore = restore or {}       # lab settings to put back at the end of the session
 
 
 def _lab_target(config, worker):
@@ -131,12 +140,35 @@ def _lab_target(config, worker):
 
     state, port = _lab_place(config, worker)
     started, info = _lab_up(state, port)
+    # A lab the workers share is the controller's to configure (and to restore at the end).
+    shared = worker and config.getoption("--xvt-lab-dir")
+    restore = {} if shared else _lab_cinder(config, info, state)
     cloud = ClientsCloud(session_for("xen-vhd-lab", info["clouds_yaml"]), name=f"lab at {info['url']}")
     guest = build_guest_image()
     defaults = dict(image=info["default_image_id"], helper_image=info["default_image_id"],
                     raw_image=str(guest.raw_path), ssh_user=info.get("ssh_user", "cirros"),
                     ssh_password=info.get("ssh_password"), host_key_of=lab_host_keys(info))
-    return Target(cloud, defaults=defaults, lab_info=dict(info, started=started, state_dir=str(state)))
+    return Target(cloud, defaults=defaults, lab_info=dict(info, started=started, state_dir=str(state)),
+                  restore=restore)
+
+
+def _lab_cinder(config, info, state):
+    """Point the lab's volume-from-image at real Cinder for this session; the settings to restore."""
+    from xen_vhd_tempest.lab import commands as lab
+    src, vhd_util = config.getoption(PREFIX + "lab-cinder"), config.getoption(PREFIX + "lab-vhd-util")
+    if not src and not vhd_util:
+        return {}
+    changes = {}
+    if src:
+        changes.update(conversion_mode="cinder", cinder_src=None if src == "installed" else src)
+    if vhd_util:
+        changes["vhd_util"] = vhd_util
+    before = lab.lab_api(info, "GET", "/settings")["settings"]
+    try:
+        lab.set_settings(state, **changes)
+    except Exception as exc:       # the lab refuses a bad path in one line (HTTP 400)
+        pytest.exit(f"{PREFIX}lab-cinder: {getattr(exc, 'read', lambda: b'')().decode() or exc}", returncode=2)
+    return {k: before.get(k) for k in changes}
 
 
 def _lab_place(config, worker):
@@ -190,6 +222,9 @@ def xen_target(request):
     if target.lab_info and target.lab_info["started"]:
         from xen_vhd_tempest.lab import commands as lab
         lab.ensure_down(target.lab_info["state_dir"])
+    elif target.restore:
+        from xen_vhd_tempest.lab import commands as lab
+        lab.set_settings(Path(target.lab_info["state_dir"]), **target.restore)
 
 
 @pytest.fixture
