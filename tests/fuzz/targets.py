@@ -249,7 +249,8 @@ def _seed_vhdutil():
 
 def _seed_vhdutil_coalesce():
     ms = members()
-    return [bytes([flag | role]) + m for flag in (0, SEAL) for role, m in ((0, ms[1]), (0, ms[0]), (1, ms[2]), (1, ms[1]))]
+    pairs = ((0, ms[1]), (0, ms[0]), (1, ms[2]), (1, ms[1]))
+    return [bytes([flag | role]) + m for flag in (0, SEAL) for role, m in pairs]
 
 
 def _seed_vhdutil_resize():

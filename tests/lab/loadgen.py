@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import requests
 
+
 def _public_key():
     """An OpenSSH public key to import (the lab generates none for an import)."""
     from cryptography.hazmat.primitives import serialization
@@ -102,7 +103,8 @@ class Client:
         except requests.RequestException as error:
             self.stats.record(service, method, url, type(error).__name__, time.monotonic() - t, str(error))
             raise
-        self.stats.record(service, method, url, r.status_code, time.monotonic() - t, r.text if r.status_code >= 500 else "")
+        self.stats.record(service, method, url, r.status_code, time.monotonic() - t,
+                          r.text if r.status_code >= 500 else "")
         if expect is not None and r.status_code not in expect:
             raise AssertionError(f"{method} {url} -> {r.status_code} (wanted {expect}): {r.text[:300]}")
         return r
@@ -159,7 +161,8 @@ class Client:
 
     def volume_cycle(self):
         base = f"{self.info['url']}/volume/v3/{self.project}"
-        r = self.call("volume", "POST", base + "/volumes", expect=(202,), json={"volume": {"size": 1, "name": self.name()}})
+        r = self.call("volume", "POST", base + "/volumes", expect=(202,),
+                      json={"volume": {"size": 1, "name": self.name()}})
         vol = r.json()["volume"]["id"]
         self.wait("volume", f"{base}/volumes/{vol}", lambda r: r.json()["volume"]["status"] == "available")
 

@@ -21,8 +21,17 @@ import time
 from urllib.parse import urlsplit
 
 import pytest
-from cloudfixtures import (LAB_MODULE, lab_processes, private_dir, same_content, start_lab, stop_lab,
-                           wait_gone, wait_server, wait_volume)
+from cloudfixtures import (
+    LAB_MODULE,
+    lab_processes,
+    private_dir,
+    same_content,
+    start_lab,
+    stop_lab,
+    wait_gone,
+    wait_server,
+    wait_volume,
+)
 
 from xen_vhd_tempest.lab import recovery
 
@@ -179,8 +188,9 @@ def test_killed_during_backup_export_leaves_no_guest(state):
 
 def test_sweep_stops_a_guest_whose_watchdog_died_too(tmp_path):
     """The backstop: a QEMU naming a file under instances/ is killed at start (no watchdog)."""
-    from xen_vhd_tempest.lab.hypervisor import QEMU
     import shutil
+
+    from xen_vhd_tempest.lab.hypervisor import QEMU
     if shutil.which(QEMU) is None:
         pytest.skip(f"{QEMU} not installed")
     instances = tmp_path / "instances"

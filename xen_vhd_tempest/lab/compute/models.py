@@ -62,7 +62,7 @@ class ComputeBackend:
             if image["properties"].get("image_type") == "backup" and image["status"] != "active":
                 try:
                     self.images.delete(None, image["id"])
-                except HTTPError:
+                except LabError:
                     continue
                 self.log(f"deleted backup {image['id']} left unfinished by a previous lab")
 
