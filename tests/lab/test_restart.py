@@ -214,3 +214,35 @@ def test_sweep_stops_a_guest_whose_watchdog_died_too(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_sweep_stops_a_cinder_worker_left_converting_with_its_children(tmp_path):
+    """A worker of this state directory (and what it runs, e.g. qemu-img) is killed at start;
+    one of another state directory is not."""
+    import sys
+    conf = tmp_path / "state" / "cinder" / "cinder.conf"
+    other = tmp_path / "other" / "cinder" / "cinder.conf"
+    child = "import subprocess, time; subprocess.Popen(['sleep', '60']); time.sleep(60)"
+
+    def worker(path):
+        return subprocess.Popen([sys.executable, "-c", child, "-m", "xen_vhd_tempest.lab.volume.cinder_worker",
+                                 "--config-file", str(path)], start_new_session=True)
+    mine, theirs = worker(conf), worker(other)
+    try:
+        deadline = time.monotonic() + 10
+        while len(subprocess.run(["pgrep", "-g", str(mine.pid)], capture_output=True, text=True).stdout.split()) < 2:
+            assert time.monotonic() < deadline, "the worker's child did not start"
+            time.sleep(0.05)
+        lines = []
+        assert recovery.stop_stale_cinder_workers(tmp_path / "state", log=lines.append) == [mine.pid]
+        assert mine.wait(timeout=5) == -signal.SIGKILL and len(lines) == 1
+        deadline = time.monotonic() + 5
+        while subprocess.run(["pgrep", "-g", str(mine.pid)], capture_output=True).returncode == 0:
+            assert time.monotonic() < deadline, "the worker's child outlived it"
+            time.sleep(0.05)
+        assert theirs.poll() is None
+    finally:
+        for p in (mine, theirs):
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()

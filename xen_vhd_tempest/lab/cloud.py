@@ -135,8 +135,7 @@ class Lab:
         self.images = image_models.ImageBackend(self.store, cfg.path("images"))
         self.volumes = volume_models.VolumeBackend(self.store, cfg.path("volumes"), self.images,
                                                    self._convert, log=self.log)
-        recovery.stop_stale_guests(cfg.path("instances"), self.log)   # a lab that died left them
-        recovery.clear_instances(cfg.path("instances"), self.log)
+        recovery.after_crash(cfg.state_dir, self.log)     # what a lab that died left running
         self.driver = XenServerDriver(cfg, log=self.log)
         self.faults = Faults(self.settings, log=self.log)
         self.driver.faults = self.faults
