@@ -148,7 +148,7 @@ def test_backup_is_a_xenserver_chain(backup, lab):
     from converter.member import VhdMember
     from converter.source import FileSource
     from converter.writer import read_footer
-    from xen_vhd_tempest.lab.faulty import extract_members
+    from xen_vhd_tempest.lab.volume.known_wrong import extract_members
     report = check_image(str(backup["tgz"]))
     assert report.ok, report.problems
     members = report.members

@@ -14,6 +14,8 @@ Map (one room per job; ``README.md`` says where a change goes):
   on ``addresses.py``'s loopback addresses, with XenServer's import
   (``compute/xenserver_images.py``) and backup export (``compute/xenserver_backup.py``).
 - ``guest/`` builds the guest disk and reads facts off guest disks (``guest/disk.py``).
-- ``fault_injection.py``: injected API and guest faults; ``xenserver.py`` / ``faulty.py``:
-  Cinder's image-to-volume and its known-wrong conversions.
+- ``fault_injection.py``: injected API and guest faults.
+- ``volume/conversion.py``: image-to-volume by ``conversion_mode``: the reference converter,
+  the known-wrong conversions (``volume/known_wrong.py``) or upstream Cinder's own code in a
+  worker process (``volume/cinder.py``, ``volume/cinder_worker.py``).
 """
