@@ -23,7 +23,6 @@ MIB = 1 << 20
 GIB = 1 << 30
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-pytestmark = pytest.mark.skipif(not os.path.exists("/usr/bin/qemu-img"), reason="qemu-img (qemu-utils) needed")
 
 
 def image_record(image_id, path, disk_format="vhd", container_format="ovf"):
