@@ -26,7 +26,7 @@ from converter import bat as batlib
 from converter.bat import batmap_bit, full_mask
 from converter.chain import LinkInfo, link_problems, runs
 from converter.errors import ArchiveError, VhdError
-from converter.footer import DiskType, footer_reasons, reasons, vhd_now
+from converter.footer import DiskType, coalesce_mark, footer_reasons, reasons, vhd_now
 from converter.header import PLAT_MACX, PLAT_W2KU, PLAT_W2RU
 from converter.member import VhdMember
 from converter.record import factory, record
@@ -232,6 +232,10 @@ def check_vhd(member, name, blocks=None, *, check_bitmaps=True, ignore_timestamp
     if f is not None:
         _fill_identity(mc, member)
     now = None if ignore_timestamps else (vhd_now() if now is None else now)
+    marks = {coalesce_mark(raw) for raw in (member.tail_raw, member.head_raw)} - {None}
+    for child in sorted(marks, key=str):
+        say(f"interrupted coalesce: holds a mix of its own sectors and those of child {child}; "
+            "run the same coalesce again")
     # footers
     primary_reasons = footer_reasons(member.tail_raw, now=now)
     for r in primary_reasons:

@@ -22,6 +22,11 @@ NO_DATA_OFFSET = 0xFFFFFFFFFFFFFFFF
 VHD_EPOCH = 946684800            # 2000-01-01T00:00:00Z as a Unix timestamp
 CHECKSUM_OFFSET = 64
 HIDDEN_OFFSET = 85
+# xen-vhd-util coalesce marks its target in the reserved bytes (magic + the child's UUID) until
+# it is done: blktap's check and this one reject reserved bits, so a half-coalesced parent is
+# never called valid. See converter/vhdutil/image.py.
+COALESCE_MARK = b"XVHDCOAL"
+COALESCE_OFFSET = HIDDEN_OFFSET + 1
 TIMESTAMP_MAX_SLACK = 1800       # blktap tolerates NFS clock skew of 30 minutes
 TAP_CURRENT_VERSION = 0x00010003
 TAP_OLD_HIDDEN = (0x00000001, 0x00010001)   # td-util set 'hidden' without updating the checksum
@@ -133,6 +138,7 @@ class Footer:
     hidden: int = 0
     cookie: bytes = COOKIE
     raw: bytes = b""             # the bytes it was parsed from (for checksum checks and dumps)
+    coalescing: uuidlib.UUID = None   # the child an unfinished xen-vhd-util coalesce came from
 
     @classmethod
     def unpack(cls, buf, where="footer"):
@@ -154,7 +160,8 @@ class Footer:
                    uuid=uuidlib.UUID(bytes=uid), data_offset=data_offset, timestamp=timestamp,
                    creator_app=creator_app, creator_version=creator_version, creator_os=creator_os,
                    geometry=(cyl, heads, spt), features=features, version=version, checksum=csum,
-                   saved_state=saved_state, hidden=hidden, cookie=cookie, raw=bytes(buf))
+                   saved_state=saved_state, hidden=hidden, cookie=cookie, raw=bytes(buf),
+                   coalescing=coalesce_mark(buf))
 
     def pack(self):
         """Serialise with a freshly computed checksum (stored back into ``checksum``)."""
@@ -164,6 +171,8 @@ class Footer:
                             self.original_size, self.current_size, cyl, heads, spt, int(self.disk_type),
                             0, self.uuid.bytes, self.saved_state, self.hidden)
         buf = bytearray(head.ljust(FOOTER_SIZE, b"\0"))
+        if self.coalescing is not None:
+            buf[COALESCE_OFFSET:COALESCE_OFFSET + 24] = COALESCE_MARK + self.coalescing.bytes
         self.checksum = stamp_checksum(buf, CHECKSUM_OFFSET)
         self.raw = bytes(buf)
         return self.raw
@@ -259,6 +268,13 @@ class Footer:
     def reasons(self, *, now=None):
         """vhd-util check's reasons (``now``: VHD time for the timestamp test, None: skipped)."""
         return reasons(self.findings(now=now))
+
+
+def coalesce_mark(raw):
+    """The child UUID of the unfinished coalesce ``raw`` (a footer's bytes) is marked with, or None."""
+    if raw is None or len(raw) < COALESCE_OFFSET + 24 or raw[COALESCE_OFFSET:COALESCE_OFFSET + 8] != COALESCE_MARK:
+        return None
+    return uuidlib.UUID(bytes=bytes(raw[COALESCE_OFFSET + 8:COALESCE_OFFSET + 24]))
 
 
 def footer_reasons(raw, *, now=None):

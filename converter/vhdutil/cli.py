@@ -64,6 +64,7 @@ def _locator_bytes(code, rel):
 
 
 def set_parent(img, parent):
+    from converter.vhdutil import image as im
     from converter.vhdutil.image import Fail
     if img.footer.disk_type != DiskType.DIFFERENCING:
         raise Fail(EINVAL, f"failed to set parent to '{parent}': -{EINVAL}")
@@ -89,9 +90,9 @@ def set_parent(img, parent):
         space = -(-len(data) // 512) * 512
         if space > loc.space_bytes:
             raise Fail(errno.ENAMETOOLONG, f"failed to set parent to '{parent}': {-errno.ENAMETOOLONG}")
-        os.pwrite(img.fd, data.ljust(space, b"\0"), loc.data_offset)
+        im.pwrite(img.fd, data.ljust(space, b"\0"), loc.data_offset)
         loc.data_length, loc.data_space, loc.reserved = len(data), space, 0
-    os.pwrite(img.fd, h.pack(), img.footer.data_offset)
+    im.pwrite(img.fd, h.pack(), img.footer.data_offset)
     os.fsync(img.fd)
 
 
@@ -214,6 +215,7 @@ def cmd_resize(argv):
         im.write_journal(jname, img, img.grow_plan(new))
         img.grow(new, im.fault_hook("resize"))
         img.flush()
+        im.point()
         os.unlink(jname)
     finally:
         img.close()
@@ -257,20 +259,32 @@ def cmd_coalesce(argv):
     try:
         with FileSource(name) as src:
             member = VhdMember.open(src)
+            marked = parent.footer.coalescing
+            if marked is not None and marked != member.footer.uuid:
+                raise Fail(errno.EBUSY, f"{ppath} holds an unfinished coalesce of {marked}; "
+                                        f"coalesce that child again first")
             psize = parent.footer.current_size
+            grow = False
             if member.current_size > psize:
                 if psize >= member.current_size >> 20 << 20:
                     # Only the sub-MiB tail is missing: query -v rounds down, so a parent resized
                     # to it is short by that tail. blktap then fails or drops it; we grow.
-                    parent.grow(member.current_size)
+                    grow = True
                 elif _data_past(member, psize):
                     # blktap's answer, but before anything is written (it stops part-way)
                     raise Fail(errno.ERANGE, f"error coalescing: -{errno.ERANGE}")
+            # marked before the first change, unmarked by the last write (see the README)
+            parent.mark_coalescing(member.footer.uuid)
+            if grow:
+                parent.grow(member.current_size)
+                parent.flush()      # the grown BAT on disk before a new block's footer says the new size
             for blk in member.blocks(data=True):
                 runs = [(0, blk.nsectors)] if blk.mask is None else batlib.mask_runs(blk.mask, blk.nsectors)
                 for a, b in runs:
                     parent.write_sectors(blk.first_sector + a, blk.data[a * 512:b * 512])
                     count += b - a
+        parent.footer.coalescing = None
+        parent.meta_dirty = True
         parent.flush()
     finally:
         parent.close()

@@ -13,7 +13,9 @@ from converter.header import HEADER_SIZE, PLAT_MACX, PLAT_W2KU, PLAT_W2RU, Dynam
 from converter.writer import batmap_sectors
 
 JOURNAL_MAGIC = b"XVHDJRN1"
-FAULT_ENV = "XEN_VHD_UTIL_FAULT"   # tests: "resize" kills the process half-way through a resize
+# Tests: "resize" kills the process half-way through a resize; "write:N" kills it just before
+# its Nth write (pwrite, write or truncate) to an image or a journal.
+FAULT_ENV = "XEN_VHD_UTIL_FAULT"
 
 
 class Fail(Exception):
@@ -23,6 +25,54 @@ class Fail(Exception):
         super().__init__(line)
         self.code = code
         self.line = line
+
+
+class _Faults:
+    """Counts writes; ``kill_at``: the write before which the process dies (None: never)."""
+    writes = 0
+    kill_at = None
+    die = staticmethod(lambda: os.kill(os.getpid(), signal.SIGKILL))
+
+
+def _parse_fault(value):
+    if value and value.startswith("write:") and value[6:].isdigit():
+        return int(value[6:])
+    return None
+
+
+_Faults.kill_at = _parse_fault(os.environ.get(FAULT_ENV))
+
+
+def arm(kill_at, die=None):
+    """Tests in-process: restart the count, die before write ``kill_at`` (None: never)."""
+    _Faults.writes, _Faults.kill_at = 0, kill_at
+    _Faults.die = die or _Faults.die
+
+
+def writes_done():
+    return _Faults.writes
+
+
+def point():
+    """One write (or a step as risky: removing a journal); the fault hook may kill here."""
+    _Faults.writes += 1
+    if _Faults.writes == _Faults.kill_at:
+        _Faults.die()
+
+
+def pwrite(fd, data, offset):
+    point()
+    return os.pwrite(fd, data, offset)
+
+
+def write(fd, data):
+    point()
+    return os.write(fd, data)
+
+
+def ftruncate(fd, size):
+    point()
+    os.ftruncate(fd, size)
 
 
 def _round(n):
@@ -57,17 +107,28 @@ class Image:
         self.header = self.bat = self.batmap_header = self.batmap = None
         if not self.footer.is_dynamic:
             return
+        if self.footer.data_offset + HEADER_SIZE > size:
+            raise FormatError(self.path, f"header offset {self.footer.data_offset} is past the end of the file")
         h = self.header = DynamicHeader.unpack(os.pread(self.fd, HEADER_SIZE, self.footer.data_offset),
                                                f"{self.path}: header")
         if h.computed_checksum != h.checksum:
             raise FormatError(self.path, "header checksum mismatch")
         if h.table_offset + h.max_table_entries * 4 > size:
             raise FormatError(self.path, "BAT past the end of the file")
+        for i, loc in enumerate(h.locators):
+            if loc.used and loc.data_offset + max(loc.space_bytes, loc.data_length) > size:
+                raise FormatError(self.path, f"parent locator {i} data is past the end of the file")
+        if h.max_table_entries * h.block_size < self.footer.current_size:
+            raise FormatError(self.path, f"BAT of {h.max_table_entries} entries is too small for "
+                                         f"{self.footer.current_size} bytes")
         self.bat = list(batlib.unpack_bat(os.pread(self.fd, h.max_table_entries * 4, h.table_offset),
                                           h.max_table_entries))
         at = batlib.batmap_header_offset(h)
         bh = batlib.BatmapHeader.unpack(os.pread(self.fd, 512, at)) if at + 512 <= size else None
         if batlib.has_batmap(self.footer, bh) and bh is not None:
+            if bh.batmap_offset + bh.batmap_size * 512 > size:
+                raise FormatError(self.path, f"batmap of {bh.batmap_size} sectors at {bh.batmap_offset} "
+                                             "is past the end of the file")
             self.batmap_header = bh
             self.batmap = bytearray(os.pread(self.fd, bh.batmap_size * 512, bh.batmap_offset))
 
@@ -130,8 +191,7 @@ class Image:
         if entries <= self.header.max_table_entries:
             return self.end_of_headers()
         pos = self.header.table_offset + _round(entries * 4)
-        if self.batmap_header is not None:
-            pos += 512 + batmap_sectors(entries) * 512
+        pos += 512 + batmap_sectors(entries) * 512 if self.batmap_header is not None else 512
         for loc in self.header.locators:
             if loc.used:
                 pos += loc.space_bytes
@@ -142,7 +202,8 @@ class Image:
         (and locator data) in the way move to the end of the file."""
         f = self.footer
         if not f.is_dynamic:
-            os.ftruncate(self.fd, new_size)
+            pwrite(self.fd, bytes(FOOTER_SIZE), self.data_end)    # the old footer is data now
+            ftruncate(self.fd, new_size)
             self.data_end = new_size
         else:
             h = self.header
@@ -154,16 +215,19 @@ class Image:
         f.geometry = chs_geometry(new_size)
         self.meta_dirty = True
         if fault:       # the preallocated case: killed after the first footer copy changed
-            os.pwrite(self.fd, f.pack(), 0 if f.is_dynamic else self.data_end)
+            pwrite(self.fd, f.pack(), 0 if f.is_dynamic else self.data_end)
             fault()
 
     def _grow_table(self, entries, fault):
         h = self.header
         pos = h.table_offset + _round(entries * 4)
-        bm_at = None
+        bm_at = clear_at = None
         if self.batmap_header is not None:
             bm_at = pos
             pos += 512 + batmap_sectors(entries) * 512
+        else:       # a zero sector where a batmap header is looked for, not a moved block's data
+            clear_at = pos
+            pos += 512
         moves = []
         for loc in h.locators:
             if loc.used:
@@ -175,14 +239,16 @@ class Image:
         for index, entry in sorted(enumerate(self.bat), key=lambda p: p[1]):
             if entry != batlib.UNUSED and entry * 512 < meta_end:
                 data = os.pread(self.fd, self.block_bytes, entry * 512)
-                os.pwrite(self.fd, data, self.data_end)
+                pwrite(self.fd, data, self.data_end)
                 self.bat[index] = self.data_end // 512
                 self.data_end += self.block_bytes
         if fault:
             fault()
         for loc, at, data in moves:
-            os.pwrite(self.fd, data, at)
+            pwrite(self.fd, data, at)
             loc.data_offset = at
+        if clear_at is not None:
+            pwrite(self.fd, bytes(512), clear_at)
         self.bat.extend([batlib.UNUSED] * (entries - len(self.bat)))
         h.max_table_entries = entries
         if bm_at is not None:
@@ -197,7 +263,7 @@ class Image:
         """Write whole sectors at ``sector``: blocks allocated as needed, bitmaps set."""
         view = memoryview(data)
         if not self.footer.is_dynamic:
-            os.pwrite(self.fd, view, sector * 512)
+            pwrite(self.fd, view, sector * 512)
             return
         spb, bmsize = self.spb, self.header.bitmap_size
         done, total = 0, len(view) // 512
@@ -208,15 +274,27 @@ class Image:
             if entry == batlib.UNUSED:
                 entry = self.bat[block] = self.data_end // 512
                 self.data_end += self.block_bytes
-                os.ftruncate(self.fd, max(self.data_end, os.fstat(self.fd).st_size))
-                os.pwrite(self.fd, bytes(self.block_bytes), entry * 512)
+                pwrite(self.fd, bytes(self.block_bytes), entry * 512)
+                # the file keeps ending in a footer (blktap writes it after each new block): a
+                # process killed here leaves a file that opens, its old BAT not naming the block
+                pwrite(self.fd, self.footer.pack(), self.data_end)
                 self.masks[block] = 0
             elif block not in self.masks:
                 self.masks[block] = batlib.bitmap_mask(os.pread(self.fd, bmsize, entry * 512), spb)
-            os.pwrite(self.fd, view[done * 512:(done + n) * 512], entry * 512 + bmsize + first * 512)
+            pwrite(self.fd, view[done * 512:(done + n) * 512], entry * 512 + bmsize + first * 512)
             self.masks[block] |= ((1 << n) - 1) << (spb - first - n)
             done += n
         self.meta_dirty = True
+
+    def mark_coalescing(self, child_uuid):
+        """Say in both footer copies, before any data changes, that a coalesce from
+        ``child_uuid`` is under way; ``flush`` writes the footers without it, last."""
+        self.footer.coalescing = child_uuid
+        packed = self.footer.pack()
+        pwrite(self.fd, packed, self.data_end)
+        if self.footer.is_dynamic:
+            pwrite(self.fd, packed, 0)
+        os.fsync(self.fd)
 
     def flush(self):
         """Bitmaps, BAT, batmap, header and both footers; the file ends after the footer."""
@@ -226,21 +304,21 @@ class Image:
         if f.is_dynamic:
             full = (1 << self.spb) - 1
             for block, mask in self.masks.items():
-                os.pwrite(self.fd, batlib.mask_bitmap(mask, self.spb, h.bitmap_size), self.bat[block] * 512)
+                pwrite(self.fd, batlib.mask_bitmap(mask, self.spb, h.bitmap_size), self.bat[block] * 512)
                 if self.batmap is not None and mask == full:
                     self.batmap[block >> 3] |= 0x80 >> (block & 7)
-            os.pwrite(self.fd, batlib.pack_bat(self.bat, h.max_table_entries), h.table_offset)
+            pwrite(self.fd, batlib.pack_bat(self.bat, h.max_table_entries), h.table_offset)
             if self.batmap is not None:
                 bh = self.batmap_header
                 bh.checksum = batlib.batmap_checksum(self.batmap, f.current_size, bh.batmap_version)
-                os.pwrite(self.fd, bh.pack(), batlib.batmap_header_offset(h))
-                os.pwrite(self.fd, bytes(self.batmap), bh.batmap_offset)
-            os.pwrite(self.fd, h.pack(), f.data_offset)
+                pwrite(self.fd, bh.pack(), batlib.batmap_header_offset(h))
+                pwrite(self.fd, bytes(self.batmap), bh.batmap_offset)
+            pwrite(self.fd, h.pack(), f.data_offset)
         packed = f.pack()
         if f.is_dynamic:
-            os.pwrite(self.fd, packed, 0)
-        os.pwrite(self.fd, packed, self.data_end)
-        os.ftruncate(self.fd, self.data_end + FOOTER_SIZE)
+            pwrite(self.fd, packed, 0)
+        pwrite(self.fd, packed, self.data_end)
+        ftruncate(self.fd, self.data_end + FOOTER_SIZE)
         os.fsync(self.fd)
         self.meta_dirty = False
 
@@ -261,10 +339,25 @@ def write_journal(jpath, image, meta_end):
         body += struct.pack(">QQ", off, n) + os.pread(image.fd, n, off)
     body += hashlib.sha256(body).digest()
     try:
-        os.write(jfd, body)
+        write(jfd, body)
         os.fsync(jfd)
     finally:
         os.close(jfd)
+    _fsync_dir(jpath)
+
+
+def _fsync_dir(path):
+    """The journal's directory entry on disk before the image changes (power loss too)."""
+    try:
+        dfd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dfd)
+    except OSError:
+        pass
+    finally:
+        os.close(dfd)
 
 
 def revert(path, jpath):
@@ -285,9 +378,9 @@ def revert(path, jpath):
         for _ in range(count):
             off, n = struct.unpack_from(">QQ", body, pos)
             pos += 16
-            os.pwrite(fd, body[pos:pos + n], off)
+            pwrite(fd, body[pos:pos + n], off)
             pos += n
-        os.ftruncate(fd, size)
+        ftruncate(fd, size)
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -301,4 +394,4 @@ def fault_hook(name):
     return None
 
 
-__all__ = ["Fail", "Image", "write_journal", "revert", "fault_hook", "DiskType"]
+__all__ = ["Fail", "Image", "write_journal", "revert", "fault_hook", "arm", "point", "writes_done", "DiskType"]

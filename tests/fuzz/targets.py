@@ -1,5 +1,6 @@
 """The fuzz targets and their seed corpora (made by converter.builder at run time)."""
 
+import contextlib
 import io
 import os
 import random
@@ -12,6 +13,9 @@ from converter.convert import compose
 from converter.member import VhdMember
 from converter.sink import MemorySink
 from converter.source import FileSource, StreamSource
+from converter.vhdutil import cli as vhdutil
+from converter.vhdutil import image as vhdimage
+from converter.vhdutil import inspect as vhdinspect  # noqa: F401 (imported here to be instrumented)
 
 # A scratch file per process for targets that need a path (tmpfs when there is one).
 _SCRATCH_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
@@ -139,6 +143,120 @@ def t_compositor(data):
         os.unlink(path)
 
 
+# --- xen-vhd-util on fuzzed files ------------------------------------------------------------
+class _Null(io.TextIOBase):
+    def write(self, s):
+        return len(s)
+
+
+_NULL = _Null()
+_VALID = {}
+
+
+def _valid(index):
+    """A builder member (0 leaf, 1 grown layer, 2 base) at a fixed scratch path, written once."""
+    if index not in _VALID:
+        _VALID[index] = members()[index]
+    return _VALID[index]
+
+
+def _vhd_util(*argv):
+    """One subcommand as the CLI runs it; its own error (a one-line ``Fail``) is expected.
+    Returns the exit code, or None when it failed that way."""
+    cmd, rest = argv[0], [str(a) for a in argv[1:]]
+    with contextlib.redirect_stdout(_NULL):
+        try:
+            return vhdutil.HANDLERS[cmd](rest)
+        except vhdimage.Fail as exc:
+            if "\n" in exc.line or not exc.code:
+                raise AssertionError(f"{cmd}: bad failure {exc.code} {exc.line!r}") from None
+            return None
+
+
+def _clean(*paths):
+    for p in paths:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(p)
+
+
+SEAL = 0x80     # first byte of a vhdutil input: restamp the checksums the mutations broke
+
+
+def _file(data):
+    """The fuzzed file of a vhdutil input (after its option byte); with SEAL, its footers' and
+    header's checksums recomputed, so that mutations reach past xen-vhd-util's open."""
+    body = data[1:]
+    if not data or not data[0] & SEAL or len(body) < 512:
+        return body
+    buf = bytearray(body)
+    tail = len(buf) - 512
+    footer.stamp_checksum(memoryview(buf)[tail:], footer.CHECKSUM_OFFSET)
+    if buf[:8] == footer.COOKIE and tail:
+        footer.stamp_checksum(memoryview(buf)[:512], footer.CHECKSUM_OFFSET)
+    at = int.from_bytes(buf[tail + 16:tail + 24], "big")
+    if at + 1024 <= tail:
+        footer.stamp_checksum(memoryview(buf)[at:at + 1024], header.CHECKSUM_OFFSET)
+    return bytes(buf)
+
+
+def t_vhdutil_check(data):
+    _vhd_util("check", "-n", _scratch(_file(data), ".vhd"), "-b")
+
+
+def t_vhdutil_modify(data):
+    child, parent = _scratch(_file(data), ".vhd"), _scratch(_valid(2), ".parent.vhd")
+    if _vhd_util("modify", "-n", child, "-p", parent) == 0:
+        _vhd_util("query", "-n", child, "-p", "-d", "-v", "-s")
+
+
+def t_vhdutil_resize(data):
+    """First byte: the size in MiB (its low 4 bits) and SEAL; the rest: the file. A resize that
+    succeeds leaves a file that opens at a size of at least that, and no journal."""
+    if not data:
+        return
+    mib = data[0] % 16
+    path, journal = _scratch(_file(data), ".vhd"), _SCRATCH + ".journal"
+    _clean(journal)
+    try:
+        if _vhd_util("resize", "-n", path, "-s", mib, "-j", journal) == 0:
+            if os.path.exists(journal):
+                raise AssertionError("resize succeeded and left its journal")
+            img = vhdimage.Image(path)
+            try:
+                if img.footer.current_size < mib << 20:
+                    raise AssertionError(f"resized to {img.footer.current_size}, asked for {mib} MiB")
+            finally:
+                img.close()
+    finally:
+        _clean(journal)
+
+
+def t_vhdutil_coalesce(data):
+    """First byte, bit 0: which file is fuzzed (0 the child, 1 the parent), the other a builder
+    member, and SEAL; the child is linked to the parent (modify -p) and coalesced."""
+    if not data:
+        return
+    fuzzed = _file(data)
+    child_data, parent_data = (fuzzed, _valid(2)) if data[0] & 1 == 0 else (_valid(1), fuzzed)
+    child, parent = _scratch(child_data, ".vhd"), _scratch(parent_data, ".parent.vhd")
+    if _vhd_util("modify", "-n", child, "-p", parent) == 0:
+        _vhd_util("coalesce", "-n", child)
+
+
+def _seed_vhdutil():
+    return [bytes([flag]) + m for m in members() for flag in (0, SEAL)]
+
+
+def _seed_vhdutil_coalesce():
+    ms = members()
+    pairs = ((0, ms[1]), (0, ms[0]), (1, ms[2]), (1, ms[1]))
+    return [bytes([flag | role]) + m for flag in (0, SEAL) for role, m in pairs]
+
+
+def _seed_vhdutil_resize():
+    return [bytes([flag | mib]) + m for m in members() for mib in (0, 1, 9) for flag in (0, SEAL)]
+
+
 def _seed_vhds():
     return members()
 
@@ -175,4 +293,8 @@ TARGETS = {
     "member-stream": (t_member_stream, _seed_vhds),
     "tarheader": (t_tarheader, _seed_tar),
     "compositor": (t_compositor, _seed_tar),
+    "vhdutil-check": (t_vhdutil_check, _seed_vhdutil),
+    "vhdutil-modify": (t_vhdutil_modify, _seed_vhdutil),
+    "vhdutil-resize": (t_vhdutil_resize, _seed_vhdutil_resize),
+    "vhdutil-coalesce": (t_vhdutil_coalesce, _seed_vhdutil_coalesce),
 }

@@ -71,7 +71,8 @@ def volume_steps(story, mode, lab, **settings):
         lab.set_setting(conversion_mode=mode, **settings)
     else:
         lab.set_mode(mode)
-    story.reporter = Reporter(sys.__stderr__, prefix=f"[{mode}{' ' + settings['cinder_src'] if settings.get('cinder_src') else ''}] ")
+    label = f"{mode} {settings['cinder_src']}" if settings.get("cinder_src") else mode
+    story.reporter = Reporter(sys.__stderr__, prefix=f"[{label}] ")
     try:
         story.run_steps(story.volume_steps(story.check_somefile))
         return None

@@ -4,7 +4,7 @@ Map (one room per job; ``README.md`` says where a change goes):
 
 - ``cloud.py`` wires it: services on one ``httpd`` server, bootstrap, the default image;
   ``client_files.py`` writes clouds.yaml / accounts.yaml / tempest.conf / lab.json;
-  ``commands.py`` is the ``lab`` CLI.
+  ``commands.py`` is the ``lab`` CLI; ``recovery.py`` tidies what a lab that died left.
 - per service (``identity/``, ``compute/``, ``image/``, ``volume/``, ``admin/``): ``urls.py``
   (the route table), ``responses.py`` (HTTP in and out), ``models.py`` (state and behaviour).
 - ``httpd.py`` HTTP plumbing; ``errors.py`` the one error type and each service's error body;

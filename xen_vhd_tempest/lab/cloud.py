@@ -15,7 +15,7 @@ import time
 import uuid
 from pathlib import Path
 
-from . import client_files, httpd
+from . import client_files, httpd, recovery
 from .admin import responses as admin_responses
 from .admin import urls as admin_urls
 from .compute import models as compute_models
@@ -135,6 +135,7 @@ class Lab:
         self.images = image_models.ImageBackend(self.store, cfg.path("images"))
         self.volumes = volume_models.VolumeBackend(self.store, cfg.path("volumes"), self.images,
                                                    self._convert, log=self.log)
+        recovery.after_crash(cfg.state_dir, self.log)     # what a lab that died left running
         self.driver = XenServerDriver(cfg, log=self.log)
         self.faults = Faults(self.settings, log=self.log)
         self.driver.faults = self.faults

@@ -196,14 +196,14 @@ def ensure_down(state_dir=None, timeout=60.0):
 # -- commands ---------------------------------------------------------------------------------------
 def cmd_up(args) -> int:
     state_dir = _state_dir(args)
+    try:
+        changes = cinder_settings(args)
+    except ValueError as error:
+        print(f"lab up: {error}", file=sys.stderr)
+        return 2
     info = running_info(state_dir)
     if info is not None:
         print(f"lab already up at {info['url']} (pid {info['pid']}, state {state_dir})")
-        try:
-            changes = cinder_settings(args)
-        except ValueError as error:
-            print(f"lab up: {error}", file=sys.stderr)
-            return 2
         if changes:
             set_settings(state_dir, **changes)
             print(f"  settings: {json.dumps(changes, sort_keys=True)}")
@@ -212,11 +212,6 @@ def cmd_up(args) -> int:
         print(f"lab: --host {args.host}: the lab binds loopback addresses only", file=sys.stderr)
         return 2
     state_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        changes = cinder_settings(args)
-    except ValueError as error:
-        print(f"lab up: {error}", file=sys.stderr)
-        return 2
     if changes:
         from .config import Settings
         Settings(state_dir / "settings.json").update(**changes)

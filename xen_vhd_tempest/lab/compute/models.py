@@ -53,6 +53,18 @@ class ComputeBackend:
         self.servers: dict[str, dict] = {}
         self.lock = store.lock
         self._instance_counter = 0
+        self._drop_unfinished_backups()
+
+    def _drop_unfinished_backups(self):
+        """A restarted lab has no servers: a backup that was being exported never will be.
+        Nova deletes the image of a backup that failed before it became active; so does the lab."""
+        for image in self.images.list(None, {}):
+            if image["properties"].get("image_type") == "backup" and image["status"] != "active":
+                try:
+                    self.images.delete(None, image["id"])
+                except LabError:
+                    continue
+                self.log(f"deleted backup {image['id']} left unfinished by a previous lab")
 
     # -- flavors -------------------------------------------------------------------------------
     def ensure_default_flavors(self):

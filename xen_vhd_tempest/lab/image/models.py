@@ -41,12 +41,18 @@ class ImageBackend:
         self.images = store.collection("images")
         self.stuck = None   # (image name) -> True: the upload stays in saving (lab/fault_injection.py)
         # An upload that was under way when the lab stopped did not finish.
+        # (glance itself would leave it in saving; back to queued is its rule for a failed
+        # upload.) Data no record owns - a delete or an upload cut short - is removed too.
         with store.lock:
             for image in self.images.values():
                 if image["status"] == "saving":
                     image["status"] = "queued"
                     self._remove_data(image["id"])
             store.save()
+            owned = {i["id"] for i in self.images.values() if i["status"] == "active"}
+        for path in self.data_dir.iterdir():
+            if path.is_file() and path.name not in owned:
+                path.unlink(missing_ok=True)
 
     # -- access
     def visible(self, ctx, image) -> bool:

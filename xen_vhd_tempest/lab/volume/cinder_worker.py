@@ -35,8 +35,8 @@ class LabGlanceClient:
     """What ``GlanceImageService`` calls (``GlanceClientWrapper.call``), from the lab's image."""
 
     def __init__(self, images: dict, schema: dict):
-        from glanceclient.v2 import schemas
         import warlock
+        from glanceclient.v2 import schemas
         self.schema = schemas.Schema(schema)
         self.model = warlock.model_factory(schema, base_class=schemas.SchemaBasedModel)
         self.images = images        # id -> (glance v2 view, path of the image data)
@@ -126,7 +126,7 @@ class LabFileDriver:
 # -- requests -------------------------------------------------------------------------------------
 class Worker:
     def __init__(self):
-        from cinder.image import image_utils  # noqa: F401  (before glance: they import each other)
+        from cinder.image import image_utils  # noqa: F401,I001  (before glance: they import each other)
         from cinder.image import glance
         from cinder.volume.flows.manager import create_volume
         self.create_volume = create_volume
@@ -205,11 +205,11 @@ def serve(config_file, proto_in, proto_out):
     t0 = time.monotonic()
     try:
         # cinder-volume's start-up (cinder.cmd.volume): eventlet first, then options, objects.
-        from cinder import monkey_patch
+        from cinder import monkey_patch  # noqa: I001  (eventlet's patching before the rest)
         monkey_patch.patch()
         import cinder
-        from cinder.common import config  # noqa: F401
         from cinder import objects, utils, version
+        from cinder.common import config  # noqa: F401
         objects.register_all()
         log.register_options(cfg.CONF)
         cfg.CONF(["--config-file", config_file], project="cinder", version=version.version_string())

@@ -51,6 +51,8 @@ class VolumeBackend:
                     self.path(vol["id"]).unlink(missing_ok=True)
                     del self.volumes[vol["id"]]
             store.save()
+        for partial in self.data_dir.glob(".*.convert"):     # conversions cut short
+            partial.unlink(missing_ok=True)
 
     def path(self, volume_id) -> Path:
         return self.data_dir / f"{volume_id}.raw"
