@@ -92,8 +92,9 @@ def add_cinder_arguments(p):
 
 def cinder_settings(args) -> dict:
     """The settings ``--cinder``/``--vhd-util`` ask for; ValueError in one line for a bad path."""
-    from .volume.cinder import validate_cinder_src, validate_vhd_util
     import importlib.util
+
+    from .volume.cinder import validate_cinder_src, validate_vhd_util
     changes = {}
     if args.cinder == "" and importlib.util.find_spec("cinder") is None:
         raise ValueError("--cinder: no cinder package is installed (pip install 'xen-vhd-tempest[cinder]'), "
