@@ -188,7 +188,8 @@ class IdentityResponses:
 
     def create_project(self, req):
         body = req.json()
-        project = self.backend.create_project(self._caller(req), body.get("project") if isinstance(body, dict) else None)
+        project = self.backend.create_project(self._caller(req),
+                                              body.get("project") if isinstance(body, dict) else None)
         return Response.json(201, {"project": _project_doc(project, req.base_url)})
 
     def delete_project(self, req):

@@ -237,7 +237,7 @@ class ImageBackend:
         with self.store.lock:
             image = self._owned(ctx, image_id, "add members to")
             if image["visibility"] != "shared":
-                raise forbidden(f"Only shared images have members.")
+                raise forbidden("Only shared images have members.")
             members = image.setdefault("members", {})
             if member_id in members:
                 raise LabError(409, f"The given member {member_id} is already associated with image {image_id}.",

@@ -160,6 +160,13 @@ def view(image: dict) -> dict:
     return out
 
 
+def _sort_value(value):
+    """Numbers by value (size, min_ram), the rest as text; None sorts as glance's NULL, after all."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (0, value, "")
+    return (1, 0, str(value)) if value is not None else (2, 0, "")
+
+
 def member_view(member):
     return dict(member, created_at=glance_time(member["created_at"]), updated_at=glance_time(member["updated_at"]))
 
@@ -213,7 +220,7 @@ class ImageResponses:
         if sort:
             keys = [(s.split(":")[0], (s.split(":") + ["desc"])[1]) for s in sort.split(",")]
         for key, direction in reversed(keys):
-            images.sort(key=lambda i: (i.get(key) is None, str(i.get(key))), reverse=(direction == "desc"))
+            images.sort(key=lambda i: _sort_value(i.get(key)), reverse=(direction == "desc"))
         marker = req.arg("marker")
         if marker:
             ids = [i["id"] for i in images]

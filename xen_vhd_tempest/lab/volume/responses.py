@@ -155,9 +155,10 @@ class VolumeResponses:
             if key not in SORT_KEYS:
                 raise bad_request(f"Invalid input received: Invalid sort key {key}.")
             if direction not in ("asc", "desc"):
-                raise bad_request(f"Invalid input received: Unknown sort direction, must be 'desc' or 'asc'.")
+                raise bad_request("Invalid input received: Unknown sort direction, must be 'desc' or 'asc'.")
         for key, direction in reversed(keys):
-            vols.sort(key=lambda v: (v.get(key) is None, str(v.get(key))), reverse=direction == "desc")
+            vols.sort(key=lambda v: (v.get(key) is None, v.get(key) if key == "size" else str(v.get(key))),
+                      reverse=direction == "desc")
         return vols
 
     @staticmethod
