@@ -257,9 +257,18 @@ class ComputeBackend:
             if not isinstance(bdm, dict):
                 raise bad_request("Invalid input for field/attribute block_device_mapping_v2.")
             if str(bdm.get("boot_index", "-1")) == "0":
-                if bdm.get("source_type") != "volume" or bdm.get("destination_type", "volume") != "volume":
-                    raise bad_request("Block Device Mapping is Invalid: the lab boots from "
-                                      "source_type=volume, destination_type=volume only.")
+                source, destination = bdm.get("source_type"), bdm.get("destination_type", "volume")
+                if source == "image" and destination == "local":
+                    # the image's local root disk spelled as a mapping (what the openstack CLI sends)
+                    if body.get("imageRef") and str(bdm.get("uuid")) != str(body["imageRef"]):
+                        raise bad_request("Block Device Mapping is Invalid: the boot image of the mapping "
+                                          "is not imageRef.")
+                    body = dict(body, imageRef=bdm.get("uuid"))
+                    continue
+                if source != "volume" or destination != "volume":
+                    raise bad_request("Block Device Mapping is Invalid: the lab boots from an image (source_type="
+                                      "image, destination_type=local) or a volume (source_type=volume, "
+                                      "destination_type=volume).")
                 root_volume = bdm
             elif bdm.get("source_type") not in (None, "volume"):
                 raise bad_request("Block Device Mapping is Invalid: the lab supports volume mappings only.")
