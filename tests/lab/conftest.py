@@ -27,7 +27,7 @@ def guest_kernel():
     """Debian's cloud kernel, from the real cache (downloaded once with apt-get download)."""
     missing = _missing_build_tools()
     if missing:
-        pytest.skip(f"guest build tools missing: {', '.join(missing)} (see bindep.txt, profile lab)")
+        pytest.fail(f"guest build tools missing: {', '.join(missing)} (see bindep.txt, profile lab)", pytrace=False)
     from xen_vhd_tempest.lab.guest import kernel as kernelmod
     from xen_vhd_tempest.paths import cache_dir
     return kernelmod.debian_cloud_kernel(cache_dir())
@@ -53,7 +53,7 @@ def guest_image(guest_build):
 def need_qemu():
     reason = qemu_available()
     if reason:
-        pytest.skip(f"cannot run QEMU guests here: {reason}")
+        pytest.fail(f"cannot run QEMU guests here: {reason}", pytrace=False)
 
 
 @pytest.fixture(scope="session")

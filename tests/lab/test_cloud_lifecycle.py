@@ -44,7 +44,7 @@ def test_up_status_env_files_restart_down(private_state):
     from xen_vhd_tempest.lab.hypervisor import qemu_available
     reason = qemu_available()
     if reason:
-        pytest.skip(f"cannot run QEMU guests here: {reason}")
+        pytest.fail(f"cannot run QEMU guests here: {reason}", pytrace=False)
     state = private_state
     lab = start_lab(state)
     stopped = False

@@ -19,6 +19,7 @@ from cloudfixtures import ROOT, cli, running_guest_lab
 
 from xen_vhd_tempest.harness.ssh import Ssh
 from xen_vhd_tempest.scenario.cloud import CloudError, SshError, WaitTimeout
+from xen_vhd_tempest.scenario.errors import ScenarioError
 from xen_vhd_tempest.scenario.options import Options
 from xen_vhd_tempest.scenario.report import Reporter
 from xen_vhd_tempest.scenario.story import BackupScenario, SyntheticScenario
@@ -189,10 +190,11 @@ def test_a_volume_in_error_fails_with_its_user_message(lab, faults, tmp_path):
     story = story_for(lab, tmp_path)
     story.image_id = lab.default_image_id
     story.reference = type("Ref", (), {"size": 64 << 20})()
-    with pytest.raises(CloudError) as info:
+    with pytest.raises(ScenarioError) as info:       # Cinder's user message, and what it means
         story.create_volume()
-    assert "volume went to error" in str(info.value)
-    assert "copy image to volume: No valid backend was found. Lab: injected." in str(info.value)
+    assert "went to error: copy image to volume: No valid backend was found. Lab: injected." in str(info.value)
+    assert str(info.value.diagnosis) == ("Cinder could not make the volume: copy image to volume: No valid backend "
+                                         "was found. Lab: injected.")
     story.cleanup()
     assert_nothing_left(lab, before)
 

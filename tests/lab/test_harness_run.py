@@ -2,6 +2,7 @@
 and stopped for the session, progress shown, a JUnit report, PASS/FAIL at the end."""
 
 import os
+import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -19,7 +20,7 @@ def run(*args, env=None, timeout=900):
 def test_synthetic_scenario_on_a_lab_the_harness_starts_and_stops(tmp_path):
     from xen_vhd_tempest.lab.hypervisor import qemu_available
     if qemu_available():
-        pytest.skip(f"cannot run QEMU guests here: {qemu_available()}")
+        pytest.fail(f"cannot run QEMU guests here: {qemu_available()}", pytrace=False)
     lab_dir, junit = tmp_path / "lab", tmp_path / "junit.xml"
     env = {k: v for k, v in os.environ.items() if k not in ("OS_CLOUD", "OS_CLIENT_CONFIG_FILE")}
     r = run("--scenario", "synthetic", "--lab-dir", lab_dir, "--junitxml", junit, env=env)
@@ -44,3 +45,42 @@ def test_an_unknown_cloud_is_one_clear_line(tmp_path):
     assert r.returncode != 0
     assert "nosuchcloud" in r.stdout + r.stderr
     assert "Traceback" not in r.stdout + r.stderr
+
+
+def _qemu_of(state_dir):
+    """QEMU processes whose command line names ``state_dir`` (a lab's guests)."""
+    found = subprocess.run(["pgrep", "-af", "qemu-system"], capture_output=True, text=True).stdout
+    return [line for line in found.splitlines() if str(state_dir) in line]
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["one-shared-lab", "a-lab-per-worker"])
+def test_both_scenarios_under_xdist(tmp_path, shared):
+    """``run --scenario all -- -n 2``: each worker's progress live, prefixed with its name; both
+    stories' step tables in the final summary; both PASS; nothing left running."""
+    from xen_vhd_tempest.lab.hypervisor import qemu_available
+    if qemu_available():
+        pytest.fail(f"cannot run QEMU guests here: {qemu_available()}", pytrace=False)
+    lab_dir = tmp_path / "lab"
+    env = {k: v for k, v in os.environ.items() if k not in ("OS_CLOUD", "OS_CLIENT_CONFIG_FILE")}
+    env["XEN_VHD_TEMPEST_LAB_DIR"] = str(lab_dir)
+    args = ["--scenario", "all"] + (["--lab-dir", lab_dir] if shared else []) + ["--", "-n", "2"]
+    r = run(*args, env=env, timeout=1500)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-4000:]
+    workers = {line.split("]", 1)[0] + "]" for line in out.splitlines() if line.startswith("[gw")}
+    assert workers == {"[gw0]", "[gw1]"}, out[-3000:]
+    for worker in workers:                                   # progress as it happened
+        assert f"{worker} ==> create a volume from the image" in out
+    summary = out.split("xen-vhd-tempest stories", 1)[1]
+    for title in ("XenServer backup -> Cinder volume", "synthetic XenServer chain -> Cinder volume"):
+        assert title in summary
+    compared = re.findall(r"^compare the volume's bytes with the reference +ok ", summary, flags=re.M)
+    assert len(compared) == 2, summary
+    assert ("the workers share the lab at" in out) is shared
+    assert out.rstrip().splitlines()[-1].startswith("PASS: xen-vhd-tempest run (all)")
+    labs = [lab_dir] if shared else [lab_dir / "gw0", lab_dir / "gw1"]
+    for state in labs:                                       # every lab the run started is down
+        status = subprocess.run([sys.executable, "-m", "xen_vhd_tempest.cli", "lab", "status", "--state-dir",
+                                 str(state)], capture_output=True, text=True)
+        assert status.returncode == 3, (state, status.stdout)
+        assert _qemu_of(state) == []

@@ -48,7 +48,7 @@ def test_load_while_the_backup_scenario_runs(lab):
     from xen_vhd_tempest.lab.hypervisor import qemu_available
     reason = qemu_available()
     if reason:
-        pytest.skip(f"cannot run QEMU guests here: {reason}")
+        pytest.fail(f"cannot run QEMU guests here: {reason}", pytrace=False)
     env = dict(os.environ, OS_CLIENT_CONFIG_FILE=str(lab.state_dir / "clouds.yaml"), PYTHONPATH=str(ROOT))
     env.pop("OS_CLOUD", None)
     result = {}

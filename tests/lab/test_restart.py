@@ -149,7 +149,7 @@ def test_killed_during_backup_export_leaves_no_guest(state):
     from xen_vhd_tempest.lab.hypervisor import qemu_available
     reason = qemu_available()
     if reason:
-        pytest.skip(f"cannot run QEMU guests here: {reason}")
+        pytest.fail(f"cannot run QEMU guests here: {reason}", pytrace=False)
     lab = start_lab(state, module=LAB_MODULE)
     try:
         nova, glance = lab.nova("2.60"), lab.glance()
@@ -192,7 +192,7 @@ def test_sweep_stops_a_guest_whose_watchdog_died_too(tmp_path):
 
     from xen_vhd_tempest.lab.hypervisor import QEMU
     if shutil.which(QEMU) is None:
-        pytest.skip(f"{QEMU} not installed")
+        pytest.fail(f"{QEMU} not installed (bindep.txt, profile lab)", pytrace=False)
     instances = tmp_path / "instances"
     (instances / "abc").mkdir(parents=True)
     drive = instances / "abc" / "config-drive.img"

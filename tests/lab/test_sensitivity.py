@@ -4,6 +4,10 @@ One backup is made (boot, dd + md5sum, createBackup, reference conversion), then
 Cinder converts it with each known-wrong conversion in turn: the scenario must fail at the
 byte-exact step with a diagnosis that names the fault. With the reference conversion it must
 pass, through boot from volume and md5sum -c.
+
+The same against real Cinder code (conversion mode ``cinder``): the pinned release fails at
+volume creation (qemu-img info -f vhd); a copy with the one-line fix passes through boot from
+volume and md5sum -c; copies with a step of the XenServer path removed fail naming it.
 """
 
 import sys
@@ -12,6 +16,7 @@ import pytest
 from cloudfixtures import running_guest_lab
 
 from converter.variants import VARIANTS
+from tests.cindertrees import BREAKS, cinder_tree
 from xen_vhd_tempest.scenario.cloud import ScenarioError
 from xen_vhd_tempest.scenario.options import Options
 from xen_vhd_tempest.scenario.report import Reporter
@@ -21,6 +26,7 @@ pytestmark = pytest.mark.lab
 
 FAULTS = list(VARIANTS)
 COMPARE = "compare the volume's bytes with the reference"
+CREATE = "create a volume from the image"
 
 
 @pytest.fixture(scope="module")
@@ -49,13 +55,24 @@ def backed_up(lab, tmp_path_factory):
         story.run_steps(steps[3:5])                 # backup, reference
         yield story
     finally:
-        lab.set_mode("reference")
+        lab.set_setting(conversion_mode="reference", cinder_src=None)
         story.cleanup()
 
 
-def volume_steps(story, mode, lab):
-    lab.set_mode(mode)
-    story.reporter = Reporter(sys.__stderr__, prefix=f"[{mode}] ")
+@pytest.fixture(scope="module")
+def cinder_trees(tmp_path_factory):
+    """Copies of the pinned cinder: with the fix, and with the fix but a step removed."""
+    return {variant: str(cinder_tree(tmp_path_factory.mktemp(f"cinder-{variant}"), variant))
+            for variant in ("fixed", *BREAKS)}
+
+
+def volume_steps(story, mode, lab, **settings):
+    if settings:
+        lab.set_setting(conversion_mode=mode, **settings)
+    else:
+        lab.set_mode(mode)
+    label = f"{mode} {settings['cinder_src']}" if settings.get("cinder_src") else mode
+    story.reporter = Reporter(sys.__stderr__, prefix=f"[{label}] ")
     try:
         story.run_steps(story.volume_steps(story.check_somefile))
         return None
@@ -79,3 +96,28 @@ def test_the_reference_conversion_passes_through_boot_from_volume(backed_up, lab
     error = volume_steps(backed_up, "reference", lab)
     assert error is None, f"{error}: {getattr(error, 'diagnosis', '')}"
     assert [s.status for s in backed_up.reporter.steps] == ["ok", "ok", "ok"]
+
+
+# -- real Cinder ------------------------------------------------------------------------------------------
+def test_the_pinned_cinder_fails_at_volume_creation_naming_qemu_img_info(backed_up, lab):
+    error = volume_steps(backed_up, "cinder", lab, cinder_src=None)
+    assert error is not None, "the scenario passed with Cinder 29.0.0, which has no driver name for vhd"
+    assert [(s.name, s.status) for s in backed_up.reporter.steps] == [(CREATE, "FAIL")]
+    assert error.diagnosis.function == "qemu_img_info"
+    assert error.diagnosis.command.startswith("qemu-img info -f vhd ")
+    assert "qemu's VHD driver is `vpc`" in str(error.diagnosis)
+
+
+def test_cinder_with_the_fix_passes_through_boot_from_volume(backed_up, lab, cinder_trees):
+    error = volume_steps(backed_up, "cinder", lab, cinder_src=cinder_trees["fixed"])
+    assert error is None, f"{error}: {getattr(error, 'diagnosis', '')}"
+    assert [s.status for s in backed_up.reporter.steps] == ["ok", "ok", "ok"]
+
+
+@pytest.mark.parametrize("variant, meaning", [("no-relink", "vhd-util modify -p"), ("no-resize", "vhd-util resize")])
+def test_cinder_missing_a_step_fails_naming_it(backed_up, lab, cinder_trees, variant, meaning):
+    error = volume_steps(backed_up, "cinder", lab, cinder_src=cinder_trees[variant])
+    assert error is not None, f"the scenario passed with Cinder's {variant} copy"
+    assert [(s.name, s.status) for s in backed_up.reporter.steps] == [(CREATE, "FAIL")]
+    assert (error.diagnosis.function, error.diagnosis.command.split()[:2]) == ("coalesce_vhd", ["vhd-util", "coalesce"])
+    assert meaning in error.diagnosis.meaning, str(error.diagnosis)

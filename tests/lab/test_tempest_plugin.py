@@ -18,8 +18,6 @@ from pathlib import Path
 import pytest
 from cloudfixtures import private_dir, running_lab
 
-pytest.importorskip("tempest", reason="tempest is not installed (pip install .[tempest])")
-
 BIN = Path(sys.executable).parent
 TEMPEST = BIN / "tempest"
 STESTR = BIN / "stestr"
@@ -32,7 +30,7 @@ REGEX = r"^xen_vhd_tempest\."
 
 def tempest(*args, cwd, timeout=600, check=True):
     if not TEMPEST.exists():
-        pytest.skip(f"no tempest command next to {sys.executable}")
+        pytest.fail(f"no tempest command next to {sys.executable}", pytrace=False)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("TEMPEST_CONFIG", None)
     env.pop("TEMPEST_CONFIG_DIR", None)
@@ -148,7 +146,7 @@ def test_every_test_has_a_unique_idempotent_id(tmp_path):
     """tempest's own check (``check-uuid``, run by plugins' pep8 jobs)."""
     check_uuid = BIN / "check-uuid"
     if not check_uuid.exists():
-        pytest.skip(f"no check-uuid command next to {sys.executable}")
+        pytest.fail(f"no check-uuid command next to {sys.executable}", pytrace=False)
     proc = subprocess.run([str(check_uuid), "--package", "xen_vhd_tempest.tempest_plugin.tests"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr

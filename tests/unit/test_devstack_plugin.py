@@ -243,7 +243,7 @@ def test_scripts_parse_and_pass_shellcheck():
     for script in (PLUGIN, SETTINGS, DOUBLE):
         subprocess.run(["bash", "-n", str(script)], check=True)
     if not shutil.which("shellcheck"):
-        pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
+        pytest.fail("shellcheck is not installed (bindep.txt, profile test)", pytrace=False)
     proc = subprocess.run(["shellcheck", "-s", "bash", str(PLUGIN), str(SETTINGS), str(DOUBLE)],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout
@@ -254,7 +254,7 @@ def test_system_packages_are_devstacks_bindep_list():
     package on each platform family, read by the real bindep."""
     bindep = Path(sys.executable).parent / "bindep"
     if not bindep.exists():
-        pytest.skip(f"no bindep next to {sys.executable} (tools/install-deps installs it)")
+        pytest.fail(f"no bindep next to {sys.executable} (tools/install-deps installs it)", pytrace=False)
     listed = subprocess.run([str(bindep), "-f", str(BINDEP), "-l", "newline"], capture_output=True, text=True,
                             timeout=60)
     assert listed.returncode == 0, listed.stderr

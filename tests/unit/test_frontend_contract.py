@@ -1,7 +1,20 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
 """The contract between the story and its two front ends, checked without a cloud: every cloud
 call the story makes is declared on ``Cloud`` and implemented by both clouds; both front ends'
 options come from ``scenario.options.SETTINGS``; the outcome's verdict is the one judgement; the
-pytest plugin's options cannot collide with another plugin's."""
+pytest plugin's options cannot collide with another plugin's; the tempest plugin stays on
+tempest's stable interface."""
 
 import argparse
 import ast
@@ -22,6 +35,7 @@ from xen_vhd_tempest.scenario.outcome import Outcome
 from xen_vhd_tempest.scenario.report import StepResult
 
 ROOT = Path(__file__).resolve().parents[2]
+pytest_plugins = ["pytester"]          # the harness's fixtures, run by a pytest of their own
 
 
 def _cloud_calls():
@@ -51,7 +65,6 @@ def test_every_call_the_story_makes_is_declared_on_cloud():
 def test_both_clouds_implement_the_whole_contract():
     from xen_vhd_tempest.harness.clients import ClientsCloud
     assert not ClientsCloud.__abstractmethods__
-    pytest.importorskip("tempest", reason="tempest is not installed (pip install .[tempest])")
     from xen_vhd_tempest.tempest_plugin.cloud import TempestCloud
     assert not TempestCloud.__abstractmethods__
     for cls in (ClientsCloud, TempestCloud):
@@ -67,7 +80,6 @@ def test_options_are_the_table():
 
 
 def test_tempest_options_are_the_tables_tempest_rows():
-    pytest.importorskip("oslo_config", reason="oslo.config is not installed (it comes with tempest)")
     from xen_vhd_tempest.tempest_plugin import config
     names = [opt.name for opt in config.XenVhdGroup]
     assert names == ["compute_is_xenserver"] + [s.tempest for s in SETTINGS if s.tempest]
@@ -78,7 +90,6 @@ def test_tempest_options_are_the_tables_tempest_rows():
 
 
 def test_tempest_options_become_the_storys_options_with_tempest_fallbacks():
-    pytest.importorskip("tempest", reason="tempest is not installed (pip install .[tempest])")
     from oslo_config import cfg
 
     from xen_vhd_tempest.tempest_plugin import config
@@ -155,3 +166,48 @@ def test_the_verdict_is_the_one_judgement_of_an_outcome():
     assert "failed without naming a known fault" in unnamed.verdict("leaf-only")
     assert "matched the reference conversion" in passed.verdict("leaf-only")
     assert named.to_json()["fault"] == "leaf-only" and named.to_json()["steps"][1]["status"] == "FAIL"
+
+
+# tempest's documented stable interface for plugins (doc/source/plugin.rst, "Stable Tempest APIs")
+STABLE = ("tempest.lib", "tempest.config", "tempest.test_discover.plugins", "tempest.common.credentials_factory",
+          "tempest.common.compute", "tempest.common.identity", "tempest.common.image",
+          "tempest.common.object_storage", "tempest.clients", "tempest.test", "tempest.scenario.manager")
+
+
+def test_the_tempest_plugin_imports_only_tempests_stable_interface():
+    imported = []
+    for path in (ROOT / "xen_vhd_tempest" / "tempest_plugin").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "tempest":
+                imported += [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                imported += [a.name for a in node.names if a.name.split(".")[0] == "tempest"]
+    assert "tempest.lib.common.utils.linux.remote_client" in imported      # RemoteClient from tempest.lib
+    unstable = [m for m in imported if not any(m == s or m.startswith(s + ".") for s in STABLE)]
+    assert not unstable, f"outside tempest's stable plugin interface: {sorted(set(unstable))}"
+
+
+def test_harness_options_are_given_flags_over_the_targets_defaults_over_the_table(pytester):
+    """The plugin's ``xen_options`` fixture, with the cloud under test replaced (no lab, no cloud)."""
+    pytester.makeconftest('''
+import pytest
+from xen_vhd_tempest.harness.pytest_plugin import Target
+
+@pytest.fixture(scope="session")
+def xen_target():
+    return Target(cloud=None, defaults=dict(image="lab-image", helper_image="lab-image", ssh_user="lab-user"))
+''')
+    pytester.makepyfile('''
+def test_options(xen_options, tmp_path):
+    o = xen_options
+    assert (o.image, o.helper_image, o.ssh_user) == ("given", "given", "lab-user")
+    assert (o.ssh_port, o.dd_count, o.boot_timeout, o.volume_timeout) == (2222, 10000, 600.0, 42.0)
+    assert o.keep is True and o.expected_fault == "leaf-only" and o.prefix.startswith("xvt-")
+    assert o.workdir == str(tmp_path)
+''')
+    result = pytester.runpytest("-p", "no:cacheprovider", "--xvt-image", "given", "--xvt-ssh-port", "2222",
+                                "--xvt-volume-timeout", "42", "--xvt-keep-on-failure",
+                                "--xvt-expected-fault", "leaf-only")
+    result.assert_outcomes(passed=1)
+    result = pytester.runpytest("-p", "no:cacheprovider", "--xvt-expected-fault", "leaf_only")
+    assert result.ret != 0 and "invalid choice" in "\n".join(result.errlines)

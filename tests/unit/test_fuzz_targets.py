@@ -6,9 +6,6 @@ import signal
 import pytest
 
 from converter.errors import VhdError
-
-atheris = pytest.importorskip("atheris")
-
 from tests.fuzz import __main__ as runner  # noqa: E402
 from tests.fuzz.targets import TARGETS  # noqa: E402
 

@@ -6,9 +6,6 @@ import subprocess
 import types
 
 import pytest
-
-pytest.importorskip("tempest", reason="tempest is not installed (pip install .[tempest])")
-
 from tempest.lib import exceptions as lib_exc  # noqa: E402
 from tempest.lib.common import rest_client  # noqa: E402
 

@@ -231,3 +231,20 @@ def test_coalesce_refuses_a_parent_marked_by_another_child(prepared, tmp_path):
     assert vhd_util(["modify", "-n", leaf, "-p", case["dir"] / "1.vhd"])[0] == 0
     rc, text, _ = vhd_util(["coalesce", "-n", leaf])
     assert rc == 16 and "unfinished coalesce" in text and text.count("\n") == 1, text
+
+
+def test_fixed_disk_grown_reads_zeros_past_its_old_end_and_reverts(tmp_path):
+    """The old footer of a grown fixed disk is data space now: zeroed, not left as disk content."""
+    f, j = tmp_path / "f.vhd", tmp_path / "j"
+    assert vhd_util(["create", "-n", f, "-s", 1, "-r"])[0] == 0
+    before = _read(f)
+    rc, text, writes = vhd_util(["resize", "-n", f, "-s", 2, "-j", j])
+    assert rc == 0, text
+    assert _raw(f) == bytes(2 * MiB)
+    for kill_at in range(1, writes + 1):
+        _write(f, before)
+        j.unlink(missing_ok=True)
+        assert vhd_util(["resize", "-n", f, "-s", 2, "-j", j], kill_at)[0] == -9
+        if j.exists():      # complete: restores; cut short (file untouched): refused
+            vhd_util(["revert", "-n", f, "-j", j])
+        assert _read(f) == before, f"killed at write {kill_at}"

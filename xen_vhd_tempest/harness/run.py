@@ -28,8 +28,9 @@ SCENARIOS = {"backup": "xen_backup", "synthetic": "xen_synthetic", "all": "xen_b
 TIMEOUTS = ("boot_timeout", "image_timeout", "volume_timeout")
 
 
-def pytest_argv(args):
-    """The pytest command line for ``args``: the harness package, the marker, ``--xvt-`` options."""
+def pytest_argv(args, cinder=None):
+    """The pytest command line for ``args``: the harness package, the marker, ``--xvt-`` options;
+    ``cinder``: the lab settings ``--cinder``/``--vhd-util`` asked for (``lab.commands.cinder_settings``)."""
     argv = ["--pyargs", "xen_vhd_tempest.harness", "-p", "no:cacheprovider", "-p", "no:warnings", "-s", "-q", "-rfE",
             "-m", SCENARIOS[args.scenario]]
     for option, value in (("--xvt-os-cloud", args.os_cloud), ("--xvt-lab-dir", args.lab_dir),
@@ -46,6 +47,11 @@ def pytest_argv(args):
             argv += [f"--xvt-{setting.flag}"] if value else []
         elif value is not None:
             argv += [f"--xvt-{setting.flag}", str(value)]
+    cinder = cinder or {}
+    if "conversion_mode" in cinder:
+        argv += ["--xvt-lab-cinder", cinder["cinder_src"] or "installed"]
+    if cinder.get("vhd_util"):
+        argv += ["--xvt-lab-vhd-util", cinder["vhd_util"]]
     return argv
 
 
@@ -60,9 +66,23 @@ def run(args):
         except CloudError as exc:
             print(f"xen-vhd-tempest run: {exc}", file=sys.stderr)
             return 2
+    cinder = {}
+    if args.cinder is not None or args.vhd_util:
+        if args.os_cloud:
+            print(f"xen-vhd-tempest run: --cinder/--vhd-util set the embedded lab's Cinder; cloud "
+                  f"{args.os_cloud} runs its own", file=sys.stderr)
+            return 2
+        from xen_vhd_tempest.lab.commands import cinder_settings
+        try:
+            cinder = cinder_settings(args)
+        except ValueError as exc:
+            print(f"xen-vhd-tempest run: {exc}", file=sys.stderr)
+            return 2
     target = f"cloud {args.os_cloud}" if args.os_cloud else "the embedded lab (no --os-cloud / $OS_CLOUD given)"
+    if "conversion_mode" in cinder:
+        target += f" with Cinder from {cinder['cinder_src'] or 'the installed cinder package'}"
     print(f"xen-vhd-tempest: {args.scenario} scenario(s) against {target}", flush=True)
-    code = pytest.main(pytest_argv(args) + list(args.pytest_args))
+    code = pytest.main(pytest_argv(args, cinder) + list(args.pytest_args))
     print(f"\n{'PASS' if code == 0 else 'FAIL'}: xen-vhd-tempest run ({args.scenario}) against {target}")
     return 0 if code == 0 else 1
 
@@ -80,5 +100,7 @@ def add_parser(subparsers):
     for setting in SETTINGS:
         if setting.flag:
             add_flag(p.add_argument, setting, "--")
+    from xen_vhd_tempest.lab.commands import add_cinder_arguments
+    add_cinder_arguments(p)
     p.add_argument("pytest_args", nargs="*", help="after --: arguments for pytest")
     p.set_defaults(func=run)

@@ -17,18 +17,21 @@ import pytest
 from xen_vhd_tempest.scenario.story import BackupScenario, SyntheticScenario
 
 
-def _run(scenario):
+def _run(request, scenario):
+    from xen_vhd_tempest.harness.relay import SUMMARY_PROPERTY
     outcome = scenario.run()
+    # the step table and diagnosis travel with the report (an xdist controller prints them)
+    request.node.user_properties.append((SUMMARY_PROPERTY, outcome.summary))
     problem = outcome.verdict(scenario.options.expected_fault)
     if problem:
         pytest.fail(problem, pytrace=False)
 
 
 @pytest.mark.xen_backup
-def test_xenserver_backup_becomes_a_bootable_volume(xen_cloud, xen_options, xen_reporter):
-    _run(BackupScenario(xen_cloud, xen_options, xen_reporter))
+def test_xenserver_backup_becomes_a_bootable_volume(request, xen_cloud, xen_options, xen_reporter):
+    _run(request, BackupScenario(xen_cloud, xen_options, xen_reporter))
 
 
 @pytest.mark.xen_synthetic
-def test_synthetic_xenserver_chain_becomes_a_bootable_volume(xen_cloud, xen_options, xen_reporter):
-    _run(SyntheticScenario(xen_cloud, xen_options, xen_reporter))
+def test_synthetic_xenserver_chain_becomes_a_bootable_volume(request, xen_cloud, xen_options, xen_reporter):
+    _run(request, SyntheticScenario(xen_cloud, xen_options, xen_reporter))

@@ -4,7 +4,7 @@ Map (one room per job; ``README.md`` says where a change goes):
 
 - ``cloud.py`` wires it: services on one ``httpd`` server, bootstrap, the default image;
   ``client_files.py`` writes clouds.yaml / accounts.yaml / tempest.conf / lab.json;
-  ``commands.py`` is the ``lab`` CLI.
+  ``commands.py`` is the ``lab`` CLI; ``recovery.py`` tidies what a lab that died left.
 - per service (``identity/``, ``compute/``, ``image/``, ``volume/``, ``admin/``): ``urls.py``
   (the route table), ``responses.py`` (HTTP in and out), ``models.py`` (state and behaviour).
 - ``httpd.py`` HTTP plumbing; ``errors.py`` the one error type and each service's error body;
@@ -14,6 +14,8 @@ Map (one room per job; ``README.md`` says where a change goes):
   on ``addresses.py``'s loopback addresses, with XenServer's import
   (``compute/xenserver_images.py``) and backup export (``compute/xenserver_backup.py``).
 - ``guest/`` builds the guest disk and reads facts off guest disks (``guest/disk.py``).
-- ``fault_injection.py``: injected API and guest faults; ``xenserver.py`` / ``faulty.py``:
-  Cinder's image-to-volume and its known-wrong conversions.
+- ``fault_injection.py``: injected API and guest faults.
+- ``volume/conversion.py``: image-to-volume by ``conversion_mode``: the reference converter,
+  the known-wrong conversions (``volume/known_wrong.py``) or upstream Cinder's own code in a
+  worker process (``volume/cinder.py``, ``volume/cinder_worker.py``).
 """

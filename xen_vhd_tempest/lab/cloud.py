@@ -35,7 +35,8 @@ from .store import Store
 from .volume import models as volume_models
 from .volume import responses as volume_responses
 from .volume import urls as volume_urls
-from .xenserver import image_to_volume
+from .volume.cinder import CinderWorker
+from .volume.conversion import CINDER, image_to_volume
 
 DEFAULT_IMAGE_NAME = "cirros-xenserver"
 DEFAULT_IMAGE_MARKER = "xen_vhd_tempest_lab_default"
@@ -54,6 +55,8 @@ class Lab:
         self.default_image_id = None
         self.started_at = None
         self.start_seconds = None
+        self._cinder_worker = None
+        self._cinder_lock = threading.Lock()
 
     # -- logging
     def log(self, message):
@@ -96,11 +99,30 @@ class Lab:
         except Unauthorized:
             raise Unauthorized(headers={"WWW-Authenticate": f'Keystone uri="{self.url}/identity"'}) from None
 
-    def _convert(self, image, image_path, dest, size):
-        mode = self.settings.get("conversion_mode")
+    def _convert(self, image, image_path, dest, size, volume):
+        settings = self.settings.current()
+        mode = settings["conversion_mode"]
+        if mode == CINDER:
+            log_path = self.volumes.log_path(volume["id"])
+            reply = image_to_volume(image, image_path, dest, size, mode=mode, volume=volume, log_path=log_path,
+                                    cinder=self._cinder(settings["cinder_src"], settings["vhd_util"]))
+            self.log(f"volume {volume['id']}: Cinder converted image {image['id']} in {reply['seconds']:.1f}s "
+                     f"(log {log_path})")
+            return
         if mode != "reference":
-            self.log(f"volume from image {image['id']}: faulty conversion {mode!r}")
+            self.log(f"volume from image {image['id']}: known-wrong conversion {mode!r}")
         image_to_volume(image, image_path, dest, size, mode=mode)
+
+    def _cinder(self, cinder_src, vhd_util) -> CinderWorker:
+        """The Cinder worker for these settings (a new one when they changed)."""
+        with self._cinder_lock:
+            worker = self._cinder_worker
+            if worker is None or worker.settings != (cinder_src, vhd_util):
+                if worker is not None:
+                    worker.stop()
+                worker = self._cinder_worker = CinderWorker(self.state_dir, cinder_src=cinder_src,
+                                                            vhd_util=vhd_util, log=self.log)
+            return worker
 
     def start(self):
         t0 = time.monotonic()
@@ -216,6 +238,8 @@ class Lab:
             self.compute.shutdown()
         finally:
             self.driver.shutdown()
+            if self._cinder_worker is not None:
+                self._cinder_worker.stop()
             if self.server is not None:
                 self.server.shutdown()
                 self.server.server_close()

@@ -52,6 +52,7 @@ def add_parser(subparsers):
     up.add_argument("--demo-password", default="labdemo")
     up.add_argument("--guest-memory", type=int, default=192, metavar="MB")
     up.add_argument("--timeout", type=float, default=300, help="seconds to wait for a background lab to be ready")
+    add_cinder_arguments(up)
     up.set_defaults(func=cmd_up)
 
     down = common(sub.add_parser("down", help="stop the lab and every guest"))
@@ -67,7 +68,9 @@ def add_parser(subparsers):
 
     settings = common(sub.add_parser("settings", help="show or change runtime settings"))
     settings.add_argument("--conversion-mode", choices=CONVERSION_MODES,
-                          help="how Cinder converts vhd/ovf images to volumes (faulty modes for sensitivity checks)")
+                          help="how volumes are made from images: reference converter, a known-wrong one "
+                               "(sensitivity checks) or cinder (upstream Cinder's code)")
+    add_cinder_arguments(settings)
     settings.add_argument("--token-ttl", type=int, metavar="SECONDS", help="lifetime of new tokens")
     settings.add_argument("--fault", action="append", metavar="SPEC", default=[],
                           help="add a fault injection rule, e.g. kind=api,service=compute,method=POST,"
@@ -76,6 +79,27 @@ def add_parser(subparsers):
     settings.add_argument("--clear-faults", action="store_true", help="remove every fault injection rule")
     settings.set_defaults(func=cmd_settings)
     return lab
+
+
+def add_cinder_arguments(p):
+    """``--cinder [SRC]`` and ``--vhd-util PATH``: shared by ``lab up``, ``lab settings`` and ``run``."""
+    p.add_argument("--cinder", nargs="?", const="", default=None, metavar="SRC",
+                   help="volumes from images by upstream Cinder's own code: the installed cinder package, "
+                        "or the Cinder source tree SRC (used unmodified)")
+    p.add_argument("--vhd-util", metavar="PATH",
+                   help="the vhd-util Cinder runs (default: xen-vhd-util)")
+
+
+def cinder_settings(args) -> dict:
+    """The settings ``--cinder``/``--vhd-util`` ask for; ValueError in one line for a bad path."""
+    from .volume.cinder import validate_cinder_src, validate_vhd_util
+    changes = {}
+    if args.cinder is not None:
+        changes.update(conversion_mode="cinder",
+                       cinder_src=validate_cinder_src(args.cinder, "--cinder") if args.cinder else None)
+    if args.vhd_util:
+        changes["vhd_util"] = validate_vhd_util(args.vhd_util, "--vhd-util")
+    return changes
 
 
 # -- helpers ----------------------------------------------------------------------------------------
@@ -153,7 +177,7 @@ def ensure_up(state_dir=None, *, port=DEFAULT_PORT, timeout=300.0) -> dict:
         return info
     args = argparse.Namespace(state_dir=state_dir, port=port, host="127.0.0.1", foreground=False,
                               no_default_image=False, admin_password="labadmin", demo_password="labdemo",
-                              guest_memory=192, timeout=timeout)
+                              guest_memory=192, timeout=timeout, cinder=None, vhd_util=None)
     if cmd_up(args) != 0:
         raise RuntimeError(f"the lab did not start; see {state_dir / 'lab.out'}")
     return running_info(state_dir)
@@ -168,14 +192,25 @@ def ensure_down(state_dir=None, timeout=60.0):
 # -- commands ---------------------------------------------------------------------------------------
 def cmd_up(args) -> int:
     state_dir = _state_dir(args)
+    try:
+        changes = cinder_settings(args)
+    except ValueError as error:
+        print(f"lab up: {error}", file=sys.stderr)
+        return 2
     info = running_info(state_dir)
     if info is not None:
         print(f"lab already up at {info['url']} (pid {info['pid']}, state {state_dir})")
+        if changes:
+            set_settings(state_dir, **changes)
+            print(f"  settings: {json.dumps(changes, sort_keys=True)}")
         return 0
     if not (args.host == "localhost" or args.host.startswith("127.")):
         print(f"lab: --host {args.host}: the lab binds loopback addresses only", file=sys.stderr)
         return 2
     state_dir.mkdir(parents=True, exist_ok=True)
+    if changes:
+        from .config import Settings
+        Settings(state_dir / "settings.json").update(**changes)
     if args.foreground:
         return _serve(args, state_dir)
     (state_dir / "lab.json").unlink(missing_ok=True)
@@ -287,8 +322,13 @@ def cmd_status(args) -> int:
         print(json.dumps(dict(status, up=True), indent=2))
         return 0
     print(f"lab up at {info['url']} (pid {info['pid']}, state {state_dir})")
+    settings = status["settings"]
     print(f"  images {status['images']}, volumes {status['volumes']}, servers {status['servers']}, "
-          f"conversion mode {status['settings']['conversion_mode']}")
+          f"conversion mode {settings['conversion_mode']}")
+    if settings["conversion_mode"] == "cinder":
+        print(f"  cinder: {settings.get('cinder_src') or 'the installed cinder package'}, vhd-util "
+              f"{settings.get('vhd_util') or 'xen-vhd-util'}; each volume's Cinder log: "
+              f"{state_dir / 'volumes'}/ID.cinder.log")
     for rule in status["settings"].get("faults") or []:
         print(f"  fault: {json.dumps(rule, sort_keys=True)}")
     for sid, g in status["guests"].items():
@@ -317,17 +357,23 @@ def cmd_env(args) -> int:
     print("# servers: addresses['private'][0]['addr'] is 127.0.0.N; the guest's SSH is on port 22 there")
     print("# (when the lab runs as root; otherwise 127.0.0.1 and the port in `lab status`).")
     print("# conversion mode: xen-vhd-tempest lab settings --conversion-mode MODE  (or PUT /lab/settings)")
+    print(f"# real Cinder: xen-vhd-tempest lab settings --cinder [SRC]; its logs: {state_dir}/volumes/ID.cinder.log")
     return 0
 
 
 def cmd_settings(args) -> int:
     state_dir = _state_dir(args)
+    if not state_dir.is_dir():
+        print(f"lab settings: no lab state directory {state_dir} (start a lab with: xen-vhd-tempest lab up)",
+              file=sys.stderr)
+        return 2
     changes = {}
     if args.conversion_mode:
         changes["conversion_mode"] = args.conversion_mode
     if args.token_ttl is not None:
         changes["token_ttl"] = args.token_ttl
     try:
+        changes.update(cinder_settings(args))
         if args.fault or args.clear_faults:
             from .fault_injection import parse_spec
             added = [parse_spec(spec) for spec in args.fault]

@@ -5,9 +5,11 @@ State directory layout::
     lab.json        how to reach the running lab (pid, url, credentials); absent when down
     db.json         persistent records: images, volumes, flavors, keypairs, ids
     secret          the key tokens are signed with (tokens survive a lab restart)
-    settings.json   runtime settings, read on every use (conversion mode, token lifetime)
+    settings.json   runtime settings, read on every use (conversion mode, Cinder tree, token lifetime)
     images/ID       image data as uploaded
     volumes/ID.raw  volume data (sparse raw files)
+    volumes/ID.cinder.log   Cinder's log of that volume's creation (conversion mode cinder)
+    cinder/         the Cinder worker's config, vhd-util, scratch and log (lab/volume/cinder.py)
     instances/ID/   per-server disks, overlays, config drive, console log
     clouds.yaml, tempest.conf, lab.log
 """
@@ -20,12 +22,15 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-# The faulty conversions a lab can be told to use instead of the reference one.
-CONVERSION_MODES = ("reference", "raw-copy", "leaf-only", "no-resize", "ignore-bitmaps",
-                    "wrong-order", "truncate")
+from .volume.conversion import MODES
+
+# How volume-from-image converts: the reference converter, a known-wrong variant, or real Cinder.
+CONVERSION_MODES = MODES
 
 DEFAULT_SETTINGS = {
     "conversion_mode": "reference",
+    "cinder_src": None,    # conversion mode cinder: a Cinder source tree (None: the installed package)
+    "vhd_util": None,      # ... and the vhd-util it runs (None: xen-vhd-util)
     "token_ttl": 3600,
     "faults": [],          # fault injection rules: see lab/fault_injection.py
 }
@@ -116,6 +121,12 @@ def validate_settings(changes: dict) -> dict:
             raise ValueError(f"unknown lab setting {key!r}; known: {', '.join(sorted(DEFAULT_SETTINGS))}")
         if key == "conversion_mode" and value not in CONVERSION_MODES:
             raise ValueError(f"conversion_mode {value!r} is not one of {', '.join(CONVERSION_MODES)}")
+        if key == "cinder_src" and value is not None:
+            from .volume.cinder import validate_cinder_src
+            changes[key] = validate_cinder_src(value)
+        if key == "vhd_util" and value is not None:
+            from .volume.cinder import validate_vhd_util
+            changes[key] = validate_vhd_util(value)
         if key == "token_ttl" and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise ValueError("token_ttl must be a positive integer (seconds)")
         if key == "faults":

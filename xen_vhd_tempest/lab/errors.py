@@ -15,7 +15,6 @@ class LabError(Exception):
     (``badRequest``, ``itemNotFound``...); ``headers`` go with the response; ``style`` names the
     service whose body to use when it is not the one answering (keystonemiddleware's 401)."""
 
-    user_facing = True      # the duck-typed flag the volume service still honours on its own classes
     style: str | None = None
 
     def __init__(self, status: int, message: str, *, kind: str | None = None, headers=None):

@@ -1,8 +1,10 @@
-"""Small helpers shared by the lab services (time formats, ids, microversions)."""
+"""Small helpers shared by the lab services (time formats, ids, microversions, sparse copies)."""
 
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 import time
 import uuid
 from datetime import datetime, timezone
@@ -78,3 +80,14 @@ def requested_microversion(headers, service: str, legacy_header: str | None,
                         f"Version {text} is not supported by the API. Minimum is {minimum} and maximum is {maximum}.",
                         kind="computeFault" if service == "compute" else "itemNotFound")
     return wanted
+
+
+def sparse_copy(src, dst, size):
+    """Copy ``src`` to ``dst`` keeping holes, then set the length to ``size``."""
+    try:
+        subprocess.run(["cp", "--sparse=always", "--reflink=auto", str(src), str(dst)], check=True,
+                       capture_output=True)
+    except (OSError, subprocess.CalledProcessError):
+        shutil.copyfile(src, dst)
+    with open(dst, "r+b") as f:
+        f.truncate(size)

@@ -17,10 +17,14 @@ seed walks through). The guest reported the first MiB that differs and its md5; 
 that agree there are narrowed down by asking the guest for a few more MiBs where they
 disagree with each other. A variant that survives names the bug and the missing step of the
 seed's pipeline; otherwise the diagnosis still says where the bytes start to differ.
+
+A volume Cinder could not make at all (status ``error``) is diagnosed from its user message:
+the command Cinder ran, what it printed and what that means (``cinder_failure``).
 """
 
 import dataclasses
 import os
+import re
 
 from converter.errors import VhdError
 from converter.variants import convert_variant
@@ -116,3 +120,62 @@ def diagnose(reference, first_mib, first_md5, probe, workdir):
     return Diagnosis(first_mib, None, len(seen),
                      f"{where}{hint}: not one known conversion bug{known} - compare `xen-vhd convert` and "
                      f"`xen-vhd scan` of the image with the volume")
+
+
+# -- a volume that Cinder failed to make ------------------------------------------------------------
+# What the output of a command Cinder ran means, for the commands of its image path.
+COMMAND_MEANINGS = (
+    (r"Unknown driver 'vhd'", "qemu's VHD driver is `vpc`: Cinder handed qemu-img the format inspector's name "
+                              "unmapped (image_utils.fixup_disk_format maps it; CVE-2024-32498's fix skips it)"),
+    (r"error finding .* parent: -2", "the child's parent locators name a file that is not there: the chain was "
+                                     "not relinked (vhd-util modify -p) before coalescing"),
+    (r"error coalescing: -34", "the child holds data past its parent's end: the parent was not grown to the "
+                               "child's size (vhd-util resize) before coalescing"),
+    (r"Could not open|Image is not in|not in .* format", "qemu-img could not read the file Cinder gave it"),
+)
+CINDER_RAN = re.compile(r"\(Cinder's (?P<function>\w+) ran `(?P<command>[^`]*)`: exit (?P<exit>[-\w]+)"
+                        r"(?:: (?P<output>.*?))?\)(?: \[Cinder's log: (?P<log>[^\]]+)\])?\s*$")
+CINDER_LOG = re.compile(r"\[Cinder's log: (?P<log>[^\]]+)\]")
+
+
+@dataclasses.dataclass
+class CommandFailure:
+    """Cinder ran a command that failed: which function, the command, what it printed, what it means."""
+    function: str | None
+    command: str | None
+    output: str
+    meaning: str | None
+    log: str | None
+    text: str
+
+    def __str__(self):
+        return self.text
+
+
+def cinder_failure(message):
+    """The diagnosis of a volume that went to error, from its user message (the lab names the
+    command Cinder ran; a real cloud's message is quoted as it is)."""
+    found = CINDER_RAN.search(message or "")
+    log = (found and found.group("log")) or (CINDER_LOG.search(message or "") or {"log": None})["log"]
+    if not found:
+        text = f"Cinder could not make the volume: {message or 'no user message'}"
+        return CommandFailure(None, None, "", None, log, text + (f" (Cinder's log: {log})" if log else ""))
+    before = message[:found.start()].strip()
+    output = (found.group("output") or "").strip() or before.split(": ", 2)[-1].strip()
+    output = re.sub(r"'/[^']*/([^'/]+)'", r"'\1'", output)       # scratch paths by their file name
+    command = _short_command(found.group("command"))
+    meaning = next((m for pattern, m in COMMAND_MEANINGS if re.search(pattern, output)), None)
+    text = f"Cinder's {found.group('function')} ran `{command}` (exit {found.group('exit')}): {output or 'no output'}"
+    if meaning:
+        text += f" ({meaning})"
+    if log:
+        text += f"; Cinder's log: {log}"
+    return CommandFailure(found.group("function"), command, output, meaning, log, text)
+
+
+def _short_command(command):
+    """The command as a reader wants it: no ``env LC_ALL=C``, scratch paths by their file name."""
+    words = command.split()
+    if words[:2] == ["env", "LC_ALL=C"]:
+        words = words[2:]
+    return " ".join(os.path.basename(w) if w.startswith("/") and "/" in w[1:] else w for w in words)

@@ -29,7 +29,17 @@ from converter.variants import VARIANTS
 
 # The known-wrong conversions a diagnosis can name, and "none" (the volume must be right).
 FAULTS = ("none", *VARIANTS)
-KINDS = {"str": str, "int": int, "float": float, "bool": bool, "port": int, "object": object}
+
+
+def port(text):
+    """A TCP port number (argparse: "invalid port value" for anything else)."""
+    number = int(text)
+    if not 0 < number < 65536:
+        raise ValueError(f"{text}: not a TCP port")
+    return number
+
+
+KINDS = {"str": str, "int": int, "float": float, "bool": bool, "port": port, "object": object}
 
 
 @dataclasses.dataclass(frozen=True)

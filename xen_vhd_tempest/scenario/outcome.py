@@ -19,7 +19,7 @@ the one judgement: None when the run is what was expected, else the failure mess
 
 import dataclasses
 
-from xen_vhd_tempest.scenario.report import StepResult
+from xen_vhd_tempest.scenario.report import StepResult, all_passed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,7 +31,7 @@ class Outcome:
 
     @property
     def passed(self):
-        return bool(self.steps) and all(s.status in ("ok", "skipped") for s in self.steps)
+        return all_passed(self.steps)
 
     @property
     def failed_step(self) -> StepResult | None:

@@ -20,6 +20,7 @@ is held to (whole-disk md5 and one md5 per MiB, for locating differences).
 import dataclasses
 import hashlib
 import os
+import time
 
 from converter.check import check_image
 from converter.convert import convert_image
@@ -38,6 +39,7 @@ class Reference:
     md5: str
     mib_md5s: list
     members: list            # converter.check.MemberCheck, newest first
+    seconds: float = 0.0     # how long the reference conversion took (next to the cloud's)
 
     @property
     def base_size(self):
@@ -90,11 +92,13 @@ def build_reference(image_path, raw_path, *, disk_format, container_format, min_
         chain = ", ".join(f"{m.name} {m.disk_type} {m.current_size >> 20} MiB{' hidden' if m.hidden else ''}"
                           for m in report.members)
         progress(f"chain: {chain}")
+    t0 = time.monotonic()
     try:
         result = convert_image(image_path, raw_path)
     except VhdError as exc:
         raise ScenarioError(f"the reference converter rejects the image: {exc}") from None
+    seconds = time.monotonic() - t0
     whole, per_mib = md5s(raw_path, result.virtual_size)
     if progress:
-        progress(f"reference: {result.virtual_size} bytes, md5 {whole}")
-    return Reference(str(image_path), str(raw_path), result.virtual_size, whole, per_mib, report.members)
+        progress(f"reference: {result.virtual_size} bytes, md5 {whole} (converted in {seconds:.1f}s)")
+    return Reference(str(image_path), str(raw_path), result.virtual_size, whole, per_mib, report.members, seconds)

@@ -26,6 +26,11 @@ class StepResult:
     detail: str = ""
 
 
+def all_passed(steps):
+    """A run passed when it ran steps and none failed (skipped ones count as passed)."""
+    return bool(steps) and all(s.status in ("ok", "skipped") for s in steps)
+
+
 class Reporter:
     """Writes '==> step' headers and indented progress to ``stream``; keeps step results."""
 
@@ -63,7 +68,7 @@ class Reporter:
 
     @property
     def passed(self):
-        return bool(self.steps) and all(s.status in ("ok", "skipped") for s in self.steps)
+        return all_passed(self.steps)
 
     def summary(self, title="", diagnosis=None):
         width = max([len(s.name) for s in self.steps] + [20])

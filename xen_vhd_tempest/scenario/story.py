@@ -35,8 +35,8 @@ import time
 
 from converter.builder import ImageBuilder, build_pattern
 from xen_vhd_tempest.scenario import waiters
-from xen_vhd_tempest.scenario.diagnose import diagnose
-from xen_vhd_tempest.scenario.errors import ScenarioError
+from xen_vhd_tempest.scenario.diagnose import cinder_failure, diagnose
+from xen_vhd_tempest.scenario.errors import CloudError, ScenarioError
 from xen_vhd_tempest.scenario.options import Options  # noqa: F401 - the story's options, importable from here
 from xen_vhd_tempest.scenario.outcome import Outcome
 from xen_vhd_tempest.scenario.reference import MIB, build_reference
@@ -255,8 +255,19 @@ class Story:
         self.volume_id = volume_id
         self._volume_handle = self.resources.add(f"volume {volume_id}", lambda: self._delete_volume(volume_id))
         self.reporter.progress(f"volume {volume_id}: {size_gb} GiB from image {self.image_id}")
-        self.cloud.wait_volume_status(volume_id, "available", timeout=self.options.volume_timeout,
-                                      progress=self.reporter.progress)
+        t0 = time.monotonic()
+        try:
+            self.cloud.wait_volume_status(volume_id, "available", timeout=self.options.volume_timeout,
+                                          progress=self.reporter.progress)
+        except CloudError as exc:
+            volume = self.cloud.get_volume(volume_id)
+            if not volume.status.startswith("error"):
+                raise
+            raise ScenarioError(f"volume {volume_id} went to {volume.status}: {volume.reason or 'no message'}",
+                                diagnosis=cinder_failure(volume.reason)) from exc
+        seconds = time.monotonic() - t0
+        self.reporter.progress(f"the cloud made the volume in {seconds:.1f}s; the reference converter converted "
+                               f"the image in {self.reference.seconds:.1f}s")
 
     def compare_volume(self):
         server_id, ssh = self.attach_server

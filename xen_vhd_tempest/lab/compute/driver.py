@@ -20,7 +20,7 @@ from ..errors import Fault
 from ..guest import disk as guest_disk
 from ..guest import make_config_drive
 from ..hypervisor import Guest, GuestError
-from ..xenserver import _sparse_copy
+from ..util import sparse_copy
 from .xenserver_backup import export_backup
 from .xenserver_images import ImageCache
 
@@ -85,7 +85,7 @@ class XenServerDriver:
             if not instance.flavor_size:
                 instance.flavor_size = prepared.size
             disk = workdir / "disk.raw"
-            _sparse_copy(prepared.raw, disk, instance.flavor_size)   # the instance disk, grown to the flavor size
+            sparse_copy(prepared.raw, disk, instance.flavor_size)   # the instance disk, grown to the flavor size
             instance.image_id, instance.image_size = image["id"], prepared.size
             instance.image_members = prepared.members
             overlay = True

@@ -2,8 +2,8 @@
 
 creating (→ downloading when from an image) → available | error ; attaching → in-use ;
 detaching → available ; deleting → gone. Creating from an image converts it with the
-lab's image-to-volume conversion (``xen_vhd_tempest.lab.conversion``), which for vhd/ovf
-images is the reference converter or, when the lab is told so, a faulty one.
+lab's image-to-volume (``conversion``): the reference converter, a known-wrong one, or real
+Cinder (whose log of the volume is ``log_path(ID)``).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class InjectedFault(LabError):
 
 class VolumeBackend:
     def __init__(self, store, data_dir: Path, images, convert, log=print):
-        """``images``: the ImageBackend; ``convert(image, image_path, dest, size_bytes)`` fills dest."""
+        """``images``: the ImageBackend; ``convert(image, image_path, dest, size_bytes, volume)`` fills dest."""
         self.store = store
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -59,6 +59,9 @@ class VolumeBackend:
 
     def path(self, volume_id) -> Path:
         return self.data_dir / f"{volume_id}.raw"
+
+    def log_path(self, volume_id) -> Path:
+        return self.data_dir / f"{volume_id}.cinder.log"
 
     # -- access
     def _visible(self, ctx, vol):
@@ -153,7 +156,8 @@ class VolumeBackend:
     def _build(self, volume_id, image):
         path = self.path(volume_id)
         with self.store.lock:
-            size = self.volumes[volume_id]["size"] * GIB
+            record = _copy(self.volumes[volume_id])
+            size = record["size"] * GIB
         try:
             injected = self.fault(self.volumes[volume_id]["name"]) if self.fault else None
             if injected:
@@ -162,7 +166,7 @@ class VolumeBackend:
                 f.truncate(size)
             if image is not None:
                 self._update(volume_id, status="downloading")
-                self.convert(image, self.images.data_path(image["id"]), path, size)
+                self.convert(image, self.images.data_path(image["id"]), path, size, record)
                 keys = ("checksum", "container_format", "disk_format", "min_disk", "min_ram", "size")
                 meta = {k: str(image[k]) for k in keys}
                 meta.update(image_id=image["id"], image_name=image["name"] or "")
@@ -171,8 +175,7 @@ class VolumeBackend:
             self._update(volume_id, status="available")
         except Exception as error:
             detail = str(error).splitlines()[0] if str(error) else type(error).__name__
-            # user_facing: the image-to-volume conversion's own error classes (not LabErrors yet)
-            if not isinstance(error, (OSError, ValueError, LabError)) and not getattr(error, "user_facing", False):
+            if not isinstance(error, (OSError, ValueError, LabError)):
                 traceback.print_exc()
             with self.store.lock:
                 vol = self.volumes.get(volume_id)
