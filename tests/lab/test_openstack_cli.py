@@ -79,7 +79,7 @@ def test_the_seed_story_with_the_openstack_cli(lab, osc, tmp_path):
     osc("volume", "create", "--image", backup["id"], "--size", "1", "cli-volume")
     volume = poll(lambda: osc("volume", "show", "cli-volume", "-f", "json"),
                   lambda v: v["status"] in ("available", "error"), what="cli-volume")
-    assert (volume["status"], volume["bootable"]) == ("available", "true"), volume
+    assert (volume["status"], str(volume["bootable"]).lower()) == ("available", "true"), volume
 
     osc("server", "add", "volume", "cli-image-boot", "cli-volume")
     attached = osc("volume", "show", "cli-volume", "-f", "json")
