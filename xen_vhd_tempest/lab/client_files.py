@@ -81,7 +81,7 @@ def tempest_sections(*, state_dir: Path, creds: dict, image_id: str, raw_image) 
                                     **_disabled("resize", "live_migration", "vnc_console",
                                                 "spice_console", "serial_console", "rescue", "suspend", "pause",
                                                 "shelve", "interface_attach", "attach_encrypted_volume"),
-                                    "config_drive": True, "personality": False},
+                                    "config_drive": True, "personality": False, "snapshot": True},
         "image": {"catalog_type": "image", "region": REGION, "disk_formats": "vhd,raw,qcow2",
                   "container_formats": "ovf,bare"},
         # the lab's glance does not inspect uploaded data (no format enforcement), has no import
