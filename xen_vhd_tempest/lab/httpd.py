@@ -172,8 +172,11 @@ class Service:
     ``responses`` may define ``prepare(request)`` (run before versioned routes, after auth) and
     ``decorate(request, response)`` (e.g. microversion headers, run on every answer)."""
 
-    def __init__(self, prefix: str, responses, routes: Iterable[Route], *, authenticate=None):
+    def __init__(self, prefix: str, responses, routes: Iterable[Route], *, authenticate=None,
+                 strict_slashes=False):
         self.prefix = prefix
+        # glance and cinder: ``/v2/images/`` is not ``/v2/images`` (404); version roots take either
+        self.strict_slashes = strict_slashes
         self.responses = responses
         self.authenticate = authenticate  # (request) -> context or raises Unauthorized
         self.prepare = getattr(responses, "prepare", None)
@@ -184,6 +187,8 @@ class Service:
     def dispatch(self, request: Request) -> Response:
         allowed = []
         path = request.path.rstrip("/") or "/"
+        if self.strict_slashes and path.count("/") > 1 and request.path.endswith("/"):
+            path = request.path
         for route, regex, handler in self.routes:
             m = regex.match(path)
             if not m:

@@ -463,6 +463,39 @@ class Guest:
                 self.qmp.close()
                 self.qmp = None
 
+    def power_off(self, timeout: float = 30.0) -> None:
+        """nova's stop: ACPI power-off (killed after ``timeout``); the disk (overlay) and the SSH
+        address stay for :meth:`power_on`. Hot-plugged disks are gone with the QEMU process."""
+        with self._lock:
+            if self.rundir is None:
+                raise GuestError(f"{self.name}: not started")
+            self.powerdown(timeout)
+            if self.proc is not None and self.proc.poll() is None:
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except OSError:
+                    pass
+                self.proc.wait(timeout=10)
+            self._console_saved = None
+            self.proc = None
+            self._close_watchdog(remove=False)     # the run dir holds the overlay: keep it
+            self._devices.clear()
+            self._paused = False
+            self._map_cache = None
+
+    def power_on(self) -> None:
+        """nova's start: a new QEMU on the same disk, overlay and SSH address."""
+        with self._lock:
+            if self.rundir is None:
+                raise GuestError(f"{self.name}: not started")
+            if self.running:
+                raise GuestError(f"{self.name}: already running")
+            try:
+                self._launch()
+            except _HostfwdBusy:
+                raise GuestError(f"{self.name}: cannot forward SSH from {self.ssh_address[0]}:"
+                                 f"{self.ssh_address[1]} (address in use)", self._stderr_tail()) from None
+
     # -- disks ----------------------------------------------------------------------------------
     def attach_disk(self, path, *, read_only=False) -> str:
         """Hot-plug ``path`` as a virtio-blk disk; return its device id."""

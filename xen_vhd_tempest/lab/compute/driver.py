@@ -151,6 +151,20 @@ class XenServerDriver:
         # root vda, config drive vdb; hot-plugged disks follow in order
         return device_id, "/dev/vd" + chr(ord("b") + len(guest.hotplugged))
 
+    def power_off(self, server_id):
+        guest = self._guest(server_id)
+        try:
+            guest.power_off()
+        except GuestError as error:
+            raise Fault(str(error)) from None
+
+    def power_on(self, server_id):
+        guest = self._guest(server_id)
+        try:
+            guest.power_on()
+        except GuestError as error:
+            raise Fault(str(error)) from None
+
     def detach_volume(self, server_id, device_id):
         self._guest(server_id).detach_disk(device_id)
 

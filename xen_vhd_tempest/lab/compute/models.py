@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import os
+import re
 import threading
 import traceback
 
@@ -85,10 +87,45 @@ class ComputeBackend:
             raise not_found(f"Flavor {flavor_id} could not be found.")
         return dict(f)
 
-    def list_flavors(self):
+    def list_flavors(self, *, min_ram=None, min_disk=None, sort_key="flavorid", sort_dir="asc", marker=None,
+                     limit=None):
+        """Nova's flavor list: ``minRam``/``minDisk`` filters, sorted (flavorid asc by default), paged."""
+        def number(name, value):
+            try:
+                out = int(value)
+            except (TypeError, ValueError):
+                raise bad_request(f"Invalid {name} filter [{value}]") from None
+            if out < 0:
+                raise bad_request(f"Invalid {name} filter [{value}]")
+            return out
+        keys = {"flavorid": "id", "id": "id", "name": "name", "memory_mb": "ram", "vcpus": "vcpus",
+                "root_gb": "disk", "ephemeral_gb": "ephemeral", "swap": "swap", "created_at": "id"}
+        if sort_key not in keys:
+            raise bad_request(f"Invalid input for query parameters sort_key. Value: {sort_key}.")
+        if sort_dir not in ("asc", "desc"):
+            raise bad_request(f"Invalid input for query parameters sort_dir. Value: {sort_dir}.")
         with self.lock:
             flavors = [dict(f) for f in self.flavors.values()]
-        return sorted(flavors, key=lambda f: (f["ram"], f["id"]))
+        if min_ram is not None:
+            flavors = [f for f in flavors if f["ram"] >= number("minRam", min_ram)]
+        if min_disk is not None:
+            flavors = [f for f in flavors if f["disk"] >= number("minDisk", min_disk)]
+        field = keys[sort_key]
+        flavors.sort(key=lambda f: (f[field] if isinstance(f[field], int) else str(f[field]), f["id"]),
+                     reverse=sort_dir == "desc")
+        if marker is not None:
+            ids = [f["id"] for f in flavors]
+            if marker not in ids:
+                raise bad_request(f"marker [{marker}] not found")
+            flavors = flavors[ids.index(marker) + 1:]
+        if limit is not None:
+            try:
+                limit = int(limit)
+                assert limit >= 0
+            except (ValueError, AssertionError):
+                raise bad_request(f"Invalid input for query parameters limit. Value: {limit}.") from None
+            flavors = flavors[:limit]
+        return flavors
 
     def create_flavor(self, ctx, body):
         if not ctx.get("is_admin"):
@@ -220,9 +257,18 @@ class ComputeBackend:
             if not isinstance(bdm, dict):
                 raise bad_request("Invalid input for field/attribute block_device_mapping_v2.")
             if str(bdm.get("boot_index", "-1")) == "0":
-                if bdm.get("source_type") != "volume" or bdm.get("destination_type", "volume") != "volume":
-                    raise bad_request("Block Device Mapping is Invalid: the lab boots from "
-                                      "source_type=volume, destination_type=volume only.")
+                source, destination = bdm.get("source_type"), bdm.get("destination_type", "volume")
+                if source == "image" and destination == "local":
+                    # the image's local root disk spelled as a mapping (what the openstack CLI sends)
+                    if body.get("imageRef") and str(bdm.get("uuid")) != str(body["imageRef"]):
+                        raise bad_request("Block Device Mapping is Invalid: the boot image of the mapping "
+                                          "is not imageRef.")
+                    body = dict(body, imageRef=bdm.get("uuid"))
+                    continue
+                if source != "volume" or destination != "volume":
+                    raise bad_request("Block Device Mapping is Invalid: the lab boots from an image (source_type="
+                                      "image, destination_type=local) or a volume (source_type=volume, "
+                                      "destination_type=volume).")
                 root_volume = bdm
             elif bdm.get("source_type") not in (None, "volume"):
                 raise bad_request("Block Device Mapping is Invalid: the lab supports volume mappings only.")
@@ -238,6 +284,8 @@ class ComputeBackend:
                 raise bad_request(f"Image {image_id} could not be found.")
             if image["status"] != "active":
                 raise bad_request(f"Image {image_id} is not active.")
+            if image["min_ram"] and image["min_ram"] > flavor["ram"]:
+                raise bad_request("Flavor's memory is too small for requested image.")
             if image["min_disk"] and image["min_disk"] > flavor["disk"]:
                 raise bad_request("Flavor's disk is too small for requested image. Flavor disk is "
                                   f"{flavor['disk'] * GIB} bytes, minimum disk is {image['min_disk'] * GIB} bytes.")
@@ -267,9 +315,11 @@ class ComputeBackend:
             "key_name": key_name, "metadata": dict(metadata), "created": ts, "updated": ts,
             "launched_at": None, "address": None, "mac": None, "fault": None, "attachments": [],
             "root_volume_id": None, "description": body.get("description"), "tags": [],
-            "hostname": _hostname(name), "admin_pass": body.get("adminPass") or _password(),
+            "hostname": _requested_hostname(body, microversion) or _hostname(name),
+            "admin_pass": body.get("adminPass") or _password(),
             "availability_zone": body.get("availability_zone") or "nova", "config_drive": "True",
             "instance_name": f"instance-{counter:08x}", "progress": 0, "user_data": body.get("user_data"),
+            "access_ipv4": _access_ip(body, "accessIPv4", 4), "access_ipv6": _access_ip(body, "accessIPv6", 6),
         }
         if root_volume is not None:
             vid = root_volume.get("uuid")
@@ -346,9 +396,14 @@ class ComputeBackend:
         self.log(f"server {server_id}: ACTIVE at {server['address']}")
 
     def update_server(self, ctx, server_id, body):
-        if not isinstance(body, dict) or set(body) - {"name", "description"}:
-            raise bad_request("Invalid input for field/attribute server: only name and description can be updated.")
+        if not isinstance(body, dict) or set(body) - {"name", "description", "accessIPv4", "accessIPv6"}:
+            raise bad_request("Invalid input for field/attribute server: only name, description and access IPs "
+                              "can be updated.")
         self.server(ctx, server_id)
+        for key, version in (("accessIPv4", 4), ("accessIPv6", 6)):
+            if key in body:
+                body = dict(body, **{"access_ipv%d" % version: _access_ip(body, key, version)})
+                del body[key]
         if "name" in body and (not isinstance(body["name"], str) or not body["name"].strip()):
             raise bad_request("Invalid input for field/attribute name.")
         self._set(server_id, **body)
@@ -401,6 +456,70 @@ class ComputeBackend:
             lines = text.splitlines(True)
             text = "".join(lines[-length:]) if length > 0 else ""
         return text
+
+    def power(self, ctx, server_id, on: bool):
+        """``os-start`` / ``os-stop``: SHUTOFF keeps the instance's disk; volumes come back at start."""
+        server = self.server(ctx, server_id)
+        action = "start" if on else "stop"
+        self._require_state(server, action, ("stopped",) if on else ("active",))
+        self._set(server_id, task_state="powering-on" if on else "powering-off")
+        self._spawn_thread(self._power, server_id, on)
+
+    def _power(self, server_id, on):
+        try:
+            if on:
+                self.driver.power_on(server_id)
+                with self.lock:
+                    attachments = [a for a in self.servers[server_id]["attachments"] if not a.get("root")]
+                for a in attachments:       # hot-plugged again, in their order
+                    a["device_id"], _ = self.driver.attach_volume(server_id, self.volumes.path(a["volume_id"]))
+                    with self.lock:
+                        for mine in self.servers[server_id]["attachments"]:
+                            if mine["volume_id"] == a["volume_id"]:
+                                mine["device_id"] = a["device_id"]
+            else:
+                self.driver.power_off(server_id)
+        except Exception as error:
+            if not isinstance(error, LabError):
+                traceback.print_exc()
+            message = _one_line(error)
+            self.log(f"server {server_id}: {'start' if on else 'stop'} failed: {message}")
+            self._set(server_id, status="ERROR", vm_state="error", task_state=None, power_state=0,
+                      fault={"code": 500, "message": message, "created": now(), "details": message})
+            return
+        if on:
+            self._set(server_id, status="ACTIVE", vm_state="active", task_state=None, power_state=1)
+        else:
+            self._set(server_id, status="SHUTOFF", vm_state="stopped", task_state=None, power_state=4)
+        self.log(f"server {server_id}: {'started' if on else 'stopped'}")
+
+    def create_image(self, ctx, server_id, body, microversion):
+        """``createImage``: with XenServer semantics a snapshot is exported like a backup (a VHD chain
+        in a tgz), as the XenAPI driver uploaded both; ``image_type`` says ``snapshot``."""
+        server = self.server(ctx, server_id)
+        if not isinstance(body, dict) or "name" not in body:
+            raise bad_request(f"Invalid input for field/attribute createImage. Value: {body}. "
+                              "'name' is a required property")
+        name = body["name"]
+        if not isinstance(name, str) or not name.strip() or len(name) > 255:
+            raise bad_request(f"Invalid input for field/attribute name. Value: {name!r}. "
+                              f"{name!r} is not valid under any of the given schemas")
+        metadata = body.get("metadata") or {}
+        if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+            raise bad_request("Invalid input for field/attribute metadata.")
+        if server["root_volume_id"]:
+            raise bad_request("The lab cannot snapshot volume-backed servers: it has no volume snapshots.")
+        self._require_state(server, "createImage")
+        props = {"image_type": "snapshot", "instance_uuid": server_id, "user_id": ctx["user_id"],
+                 "base_image_ref": server["image_id"], "image_location": "snapshot",
+                 "owner_project_name": ctx["project"]["name"]}
+        props.update(metadata)
+        image = self.images.create(ctx, dict(props, name=name, disk_format="vhd", container_format="ovf",
+                                             visibility="private",
+                                             min_disk=server["flavor"]["disk"]))
+        self._set(server_id, task_state="image_snapshot")
+        self._spawn_thread(self._backup, server_id, image["id"], ctx, None, None)
+        return image
 
     def create_backup(self, ctx, server_id, body, microversion):
         server = self.server(ctx, server_id)
@@ -457,7 +576,8 @@ class ComputeBackend:
                 except OSError:
                     pass
             self._set(server_id, task_state=None)
-        self._rotate(ctx, server_id, backup_type, rotation)
+        if backup_type is not None:
+            self._rotate(ctx, server_id, backup_type, rotation)
 
     def _rotate(self, ctx, server_id, backup_type, rotation):
         """Delete the oldest backups of this type beyond ``rotation`` (nova's _rotate_backups)."""
@@ -494,8 +614,11 @@ class ComputeBackend:
                       "delete_on_termination": bool(body.get("delete_on_termination", False)),
                       "tag": body.get("tag"), "device_id": None, "root": False}
         try:
-            attachment["device_id"], attachment["device"] = self.driver.attach_volume(
-                server_id, self.volumes.path(volume_id))
+            if server["vm_state"] == "stopped":       # hot-plugged when the server starts
+                attachment["device"] = "/dev/vd" + chr(ord("c") + sum(not a.get("root") for a in server["attachments"]))
+            else:
+                attachment["device_id"], attachment["device"] = self.driver.attach_volume(
+                    server_id, self.volumes.path(volume_id))
         except Exception as error:
             self.volumes.unreserve(volume_id)
             if not isinstance(error, LabError):
@@ -524,7 +647,8 @@ class ComputeBackend:
 
         def work(_sid=server_id):
             try:
-                self.driver.detach_volume(server_id, attachment["device_id"])
+                if server["vm_state"] != "stopped":
+                    self.driver.detach_volume(server_id, attachment["device_id"])
             except Exception:
                 traceback.print_exc()
             with self.lock:
@@ -555,6 +679,36 @@ def _copy(server):
     out["metadata"] = dict(server["metadata"])
     out["flavor"] = dict(server["flavor"])
     return out
+
+
+def _requested_hostname(body, microversion):
+    """``hostname`` (2.90+): a hostname of up to 63 characters; from 2.94 a FQDN of up to 255."""
+    if "hostname" not in body:
+        return None
+    value = body["hostname"]
+    if microversion < (2, 90):
+        raise bad_request("Invalid input for field/attribute server. Additional properties are not allowed "
+                          "('hostname' was unexpected)")
+    fqdn = microversion >= (2, 94)
+    label = r"[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
+    pattern = rf"^{label}(\.{label})*\.?$" if fqdn else rf"^{label}$"
+    if not isinstance(value, str) or len(value) > (255 if fqdn else 63) or not re.match(pattern, value):
+        raise bad_request(f"Invalid input for field/attribute hostname. Value: {value!r}.")
+    return value
+
+
+def _access_ip(body, key, version):
+    value = body.get(key)
+    if value in (None, ""):
+        return ""
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        address = None
+    if address is None or address.version != version:
+        raise bad_request(f"Invalid input for field/attribute {key}. Value: {value}. "
+                          f"'{value}' is not a 'ipv{version}'")
+    return str(address)
 
 
 def _one_line(error):

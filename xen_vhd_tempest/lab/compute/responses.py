@@ -78,7 +78,8 @@ def server_view(req, s, *, show=True):
         "status": s["status"], "tenant_id": s["project_id"], "user_id": s["user_id"],
         "metadata": s["metadata"], "hostId": host_id, "image": image, "flavor": flavor,
         "created": iso(s["created"]), "updated": iso(s["updated"]),
-        "addresses": address_view(s), "accessIPv4": "", "accessIPv6": "",
+        "addresses": address_view(s), "accessIPv4": s.get("access_ipv4", ""),
+        "accessIPv6": s.get("access_ipv6", ""),
         "OS-DCF:diskConfig": "MANUAL", "key_name": s["key_name"],
         "security_groups": [{"name": "default"}],
         "OS-SRV-USG:launched_at": iso(s["launched_at"], micro=True, z=False),
@@ -194,11 +195,23 @@ class ComputeResponses:
         return Response.json(200, {"version": version_doc(req.base_url)})
 
     # -- flavors
+    def _flavor_list(self, req, detail):
+        flavors = self.backend.list_flavors(min_ram=req.arg("minRam"), min_disk=req.arg("minDisk"),
+                                            sort_key=req.arg("sort_key", "flavorid"),
+                                            sort_dir=req.arg("sort_dir", "asc"),
+                                            marker=req.arg("marker"), limit=req.arg("limit"))
+        body = {"flavors": [flavor_view(req, f, detail) for f in flavors]}
+        if req.arg("limit") is not None and flavors and len(flavors) == int(req.arg("limit")):
+            query = "&".join(f"{k}={v[-1]}" for k, v in req.query.items() if k != "marker")
+            href = f"{req.base_url}{req.path}?{query}&marker={flavors[-1]['id']}"
+            body["flavors_links"] = [{"rel": "next", "href": href}]
+        return Response.json(200, body)
+
     def flavors(self, req):
-        return Response.json(200, {"flavors": [flavor_view(req, f, False) for f in self.backend.list_flavors()]})
+        return self._flavor_list(req, False)
 
     def flavors_detail(self, req):
-        return Response.json(200, {"flavors": [flavor_view(req, f) for f in self.backend.list_flavors()]})
+        return self._flavor_list(req, True)
 
     def flavor_show(self, req):
         return Response.json(200, {"flavor": flavor_view(req, self.backend.flavor(req.params["flavor_id"]))})
@@ -298,6 +311,14 @@ class ComputeResponses:
                 return Response.json(202, {"image_id": image["id"]})
             return Response.empty(202, {"Location": f"{self.image_url}/images/{image['id']}",
                                         "Content-Type": "application/json"})
+        if name == "createImage":
+            image = self.backend.create_image(req.context, sid, arg, req.microversion)
+            if req.microversion >= (2, 45):
+                return Response.json(202, {"image_id": image["id"]})
+            return Response.empty(202, {"Location": f"{self.image_url}/images/{image['id']}"})
+        if name in ("os-start", "os-stop"):
+            self.backend.power(req.context, sid, name == "os-start")
+            return Response.empty(202)
         if name == "os-getConsoleOutput":
             length = (arg or {}).get("length") if isinstance(arg, dict) or arg is None else "bad"
             if length is not None:

@@ -1,4 +1,5 @@
-"""Keystone v3 state: one domain, two projects, two users, signed expiring tokens.
+"""Keystone v3 state: one domain, the bootstrap projects and users (admin, demo), the projects,
+users and role assignments an admin creates (tempest's dynamic credentials), signed expiring tokens.
 
 Tokens are self-contained (payload + HMAC with a secret kept in the state dir),
 like fernet tokens: they survive a lab restart and need no table. Revocation
@@ -15,7 +16,7 @@ import os
 import secrets
 import threading
 
-from ..errors import Unauthorized
+from ..errors import LabError, Unauthorized, bad_request, conflict
 from ..util import hex_id, now
 
 DOMAIN = {"id": "default", "name": "Default"}
@@ -56,6 +57,103 @@ class IdentityBackend:
         }
         self.role_ids = {"admin": self.ids["admin_role"], "member": self.ids["member_role"],
                          "reader": self.ids["reader_role"]}
+        # what admins created: {"projects": {id: project}, "users": {id: user}}, kept in db.json
+        with store.lock:
+            self._created = store.collection("identity_created")
+            self._created.setdefault("projects", {})
+            self._created.setdefault("users", {})
+            for project in self._created["projects"].values():
+                self.projects[project["id"]] = project
+            for user in self._created["users"].values():
+                self.users[user["id"]] = user
+
+    # -- what an admin manages (keystone's identity:create_* policies: admin only)
+    @staticmethod
+    def _require_admin(ctx, action):
+        if not ctx["is_admin"]:
+            raise LabError(403, f"You are not authorized to perform the requested action: identity:{action}.",
+                           kind="forbidden")
+
+    def create_project(self, ctx, body):
+        self._require_admin(ctx, "create_project")
+        if not isinstance(body, dict) or not isinstance(body.get("name"), str) or not body["name"].strip():
+            raise bad_request("Invalid input for field 'name': None is not of type 'string'")
+        if body.get("domain_id", DOMAIN["id"]) != DOMAIN["id"]:
+            raise bad_request(f"Could not find domain: {body['domain_id']}.")
+        with self.store.lock:
+            if self.project_by(name=body["name"]) is not None:
+                raise conflict(f"Conflict occurred attempting to store project - it is not permitted to have "
+                               f"two projects with the same name in the same domain : {body['name']}.")
+            project = {"id": hex_id(), "name": body["name"], "description": str(body.get("description") or "")}
+            self.projects[project["id"]] = project
+            self._created["projects"][project["id"]] = project
+            self.store.save()
+        return project
+
+    def delete_project(self, ctx, project_id):
+        self._require_admin(ctx, "delete_project")
+        with self.store.lock:
+            if project_id not in self._created["projects"]:
+                if project_id in self.projects:     # the bootstrap projects stay
+                    raise LabError(403, "The lab's bootstrap projects cannot be deleted.", kind="forbidden")
+                raise LabError(404, f"Could not find project: {project_id}.")
+            del self._created["projects"][project_id]
+            del self.projects[project_id]
+            for user in self._created["users"].values():
+                if user["project"] == project_id:
+                    user["project"], user["roles"] = None, []
+            self.store.save()
+
+    def create_user(self, ctx, body):
+        self._require_admin(ctx, "create_user")
+        if not isinstance(body, dict) or not isinstance(body.get("name"), str) or not body["name"].strip():
+            raise bad_request("Invalid input for field 'name': None is not of type 'string'")
+        if body.get("domain_id", DOMAIN["id"]) != DOMAIN["id"]:
+            raise bad_request(f"Could not find domain: {body['domain_id']}.")
+        with self.store.lock:
+            if self.user_by(name=body["name"]) is not None:
+                raise conflict(f"Conflict occurred attempting to store user - Duplicate entry found with "
+                               f"name {body['name']} at domain ID {DOMAIN['id']}.")
+            user = {"id": hex_id(), "name": body["name"], "password": str(body.get("password") or ""),
+                    "project": None, "roles": []}
+            self.users[user["id"]] = user
+            self._created["users"][user["id"]] = user
+            self.store.save()
+        return user
+
+    def delete_user(self, ctx, user_id):
+        self._require_admin(ctx, "delete_user")
+        with self.store.lock:
+            if user_id not in self._created["users"]:
+                if self.user_by(user_id=user_id) is not None:
+                    raise LabError(403, "The lab's bootstrap users cannot be deleted.", kind="forbidden")
+                raise LabError(404, f"Could not find user: {user_id}.")
+            del self._created["users"][user_id]
+            del self.users[user_id]
+            self.store.save()
+
+    def assign_role(self, ctx, project_id, user_id, role_id):
+        """``PUT /v3/projects/{p}/users/{u}/roles/{r}``. A lab user has roles on one project; keystone's
+        implied roles apply (admin implies member, member implies reader)."""
+        self._require_admin(ctx, "create_grant")
+        names = {rid: name for name, rid in self.role_ids.items()}
+        if role_id not in names:
+            raise LabError(404, f"Could not find role: {role_id}.")
+        if project_id not in self.projects:
+            raise LabError(404, f"Could not find project: {project_id}.")
+        with self.store.lock:
+            user = self._created["users"].get(user_id)
+            if user is None:
+                if self.user_by(user_id=user_id) is not None:
+                    raise LabError(403, "The lab's bootstrap users keep their roles.", kind="forbidden")
+                raise LabError(404, f"Could not find user: {user_id}.")
+            if user["project"] not in (None, project_id):
+                raise bad_request("A lab user has roles on one project only.")
+            implied = {"admin": ["admin", "member", "reader"], "member": ["member", "reader"],
+                       "reader": ["reader"]}[names[role_id]]
+            user["project"] = project_id
+            user["roles"] = [r for r in ("admin", "member", "reader") if r in set(user["roles"]) | set(implied)]
+            self.store.save()
 
     # -- users
     def user_by(self, *, name=None, user_id=None):
@@ -116,6 +214,8 @@ class IdentityBackend:
     def _context(self, payload):
         user = self.user_by(user_id=payload["u"])
         project = self.projects.get(payload["p"]) if payload["p"] else None
+        if project is not None and user is not None and user["project"] != project["id"]:
+            raise Unauthorized()    # the project or the user's role on it went away
         return {
             "user": user, "project": project, "methods": payload["m"], "issued": payload["i"],
             "expires": payload["e"], "audit_ids": payload["a"],
@@ -160,7 +260,7 @@ class IdentityBackend:
                 project = self.project_by(project_id=sp["id"])
             elif sp.get("name"):
                 project = self.project_by(name=sp["name"])
-            if project is None or project["id"] != user["project"]:
+            if project is None or user["project"] is None or project["id"] != user["project"]:
                 raise Unauthorized("User has no access to project")
         elif scope is None and parent_ctx is None:
             project = None  # unscoped

@@ -25,7 +25,7 @@ def version_doc(base_url):
 
 def _project_doc(p, base):
     return {"id": p["id"], "name": p["name"], "domain_id": DOMAIN["id"], "enabled": True,
-            "description": "", "is_domain": False, "parent_id": DOMAIN["id"], "tags": [],
+            "description": p.get("description", ""), "is_domain": False, "parent_id": DOMAIN["id"], "tags": [],
             "options": {}, "links": {"self": f"{base}/v3/projects/{p['id']}"}}
 
 
@@ -110,10 +110,13 @@ class IdentityResponses:
         return Response.json(200, {"catalog": self.catalog_for(ctx),
                                    "links": {"self": f"{req.base_url}/v3/auth/catalog"}})
 
+    def _projects_of(self, user, base):
+        project = self.backend.projects.get(user["project"]) if user["project"] else None
+        return [_project_doc(project, base)] if project else []
+
     def auth_projects(self, req):
         ctx = self._caller(req)
-        user = ctx["user"]
-        projects = [_project_doc(self.backend.projects[user["project"]], req.base_url)]
+        projects = self._projects_of(ctx["user"], req.base_url)
         return Response.json(200, {"projects": projects,
                                    "links": {"self": f"{req.base_url}/v3/auth/projects",
                                              "previous": None, "next": None}})
@@ -152,7 +155,7 @@ class IdentityResponses:
         user = self.backend.user_by(user_id=req.params["user_id"])
         if user is None or (user["id"] != ctx["user_id"] and not ctx["is_admin"]):
             raise LabError(404, f"Could not find user: {req.params['user_id']}.")
-        return _listing(req, "projects", [_project_doc(self.backend.projects[user["project"]], req.base_url)])
+        return _listing(req, "projects", self._projects_of(user, req.base_url))
 
     def list_services(self, req):
         ctx = self._caller(req)
@@ -178,6 +181,31 @@ class IdentityResponses:
 
     def list_domains(self, req):
         self._caller(req)
-        return _listing(req, "domains", [dict(DOMAIN, enabled=True, description="The default domain",
-                                             tags=[], options={},
-                                             links={"self": f"{req.base_url}/v3/domains/default"})])
+        domains = [dict(DOMAIN, enabled=True, description="The default domain", tags=[], options={},
+                        links={"self": f"{req.base_url}/v3/domains/default"})]
+        name = req.arg("name")
+        return _listing(req, "domains", [d for d in domains if name in (None, d["name"])])
+
+    def create_project(self, req):
+        body = req.json()
+        project = self.backend.create_project(self._caller(req),
+                                              body.get("project") if isinstance(body, dict) else None)
+        return Response.json(201, {"project": _project_doc(project, req.base_url)})
+
+    def delete_project(self, req):
+        self.backend.delete_project(self._caller(req), req.params["project_id"])
+        return Response.empty(204)
+
+    def create_user(self, req):
+        body = req.json()
+        user = self.backend.create_user(self._caller(req), body.get("user") if isinstance(body, dict) else None)
+        return Response.json(201, {"user": _user_doc(user, req.base_url)})
+
+    def delete_user(self, req):
+        self.backend.delete_user(self._caller(req), req.params["user_id"])
+        return Response.empty(204)
+
+    def assign_role(self, req):
+        p = req.params
+        self.backend.assign_role(self._caller(req), p["project_id"], p["user_id"], p["role_id"])
+        return Response.empty(204)

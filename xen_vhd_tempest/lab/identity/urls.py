@@ -22,4 +22,9 @@ ROUTES = (
     Route("GET", "/v3/endpoints", "list_endpoints", public=True),
     Route("GET", "/v3/roles", "list_roles", public=True),
     Route("GET", "/v3/domains", "list_domains", public=True),
+    Route("POST", "/v3/projects", "create_project", public=True),
+    Route("DELETE", "/v3/projects/{project_id}", "delete_project", public=True),
+    Route("POST", "/v3/users", "create_user", public=True),
+    Route("DELETE", "/v3/users/{user_id}", "delete_user", public=True),
+    Route("PUT", "/v3/projects/{project_id}/users/{user_id}/roles/{role_id}", "assign_role", public=True),
 )

@@ -1,6 +1,8 @@
-"""Glance v2 state and behaviour: image records, data streamed to disk, status transitions.
+"""Glance v2 state and behaviour: image records, data streamed to disk, status transitions,
+members of shared images.
 
-queued --(PUT file)--> saving --> active ; a failed upload goes back to queued.
+queued --(PUT file)--> saving --> active ; a failed upload goes back to queued ;
+active <--(deactivate/reactivate)--> deactivated.
 Checksums are computed while streaming (md5 ``checksum``, sha512 ``os_hash_value``):
 an image is never held in memory.
 """
@@ -27,6 +29,8 @@ READ_ONLY = {"status", "size", "virtual_size", "checksum", "os_hash_algo", "os_h
              "created_at", "updated_at", "owner", "file", "self", "schema", "locations",
              "direct_url", "stores"}
 RESERVED = {"deleted", "deleted_at"}
+RESERVED_PREFIX = "os_glance_"      # glance's own namespace: 403 for users
+MEMBER_STATUSES = ("pending", "accepted", "rejected")
 CORE = SETTABLE | READ_ONLY | RESERVED
 
 IMAGE_SIZE_CAP = 8 * 1024 ** 3  # glance's image_size_cap: 413 beyond it
@@ -58,7 +62,17 @@ class ImageBackend:
     def visible(self, ctx, image) -> bool:
         if ctx is None or ctx.get("is_admin"):
             return True
-        return image["visibility"] in ("public", "community") or image["owner"] == ctx["project_id"]
+        return (image["visibility"] in ("public", "community") or image["owner"] == ctx["project_id"]
+                or (image["visibility"] == "shared" and ctx["project_id"] in image.get("members", {})))
+
+    def listed(self, ctx, image, member_status="accepted") -> bool:
+        """glance's default list: own, public and accepted shared images (``member_status`` to change)."""
+        if ctx is None or ctx.get("is_admin") or image["owner"] == ctx["project_id"]:
+            return True
+        if image["visibility"] == "shared":
+            member = image.get("members", {}).get(ctx["project_id"])
+            return member is not None and member_status in ("all", member["status"])
+        return image["visibility"] in ("public", "community")
 
     def get(self, ctx, image_id) -> dict:
         with self.store.lock:
@@ -75,9 +89,11 @@ class ImageBackend:
     def data_path(self, image_id) -> Path:
         return self.data_dir / image_id
 
-    def list(self, ctx, filters: dict) -> list[dict]:
+    def list(self, ctx, filters: dict, member_status="accepted") -> list[dict]:
+        if member_status not in MEMBER_STATUSES + ("all",):
+            raise bad_request(f"Invalid status value: {member_status}")
         with self.store.lock:
-            images = [dict(i) for i in self.images.values() if self.visible(ctx, i)]
+            images = [dict(i) for i in self.images.values() if self.listed(ctx, i, member_status)]
         def matches(image, key, value):
             if key == "tag":
                 return value in image.get("tags", [])
@@ -116,7 +132,7 @@ class ImageBackend:
         for key in body:
             if key in READ_ONLY:
                 raise forbidden(f"Attribute '{key}' is read-only.")
-            if key in RESERVED:
+            if key in RESERVED or key.startswith(RESERVED_PREFIX):
                 raise forbidden(f"Attribute '{key}' is reserved.")
         image_id = body.get("id") or str(uuid.uuid4())
         try:
@@ -169,7 +185,7 @@ class ImageBackend:
                     raise bad_request(f"Invalid JSON pointer for this resource: '{path}'")
                 if key in READ_ONLY or key == "id":
                     raise forbidden(f"Attribute '{key}' is read-only.")
-                if key in RESERVED:
+                if key in RESERVED or key.startswith(RESERVED_PREFIX):
                     raise forbidden(f"Attribute '{key}' is reserved.")
                 if change["op"] == "remove":
                     if key in updated["properties"]:
@@ -194,6 +210,84 @@ class ImageBackend:
             self.images[image_id] = updated
             self.store.save()
             return dict(updated)
+
+    # -- deactivate / reactivate (admin or owner)
+    def set_active(self, ctx, image_id, active: bool):
+        with self.store.lock:
+            image = self._owned(ctx, image_id, "deactivate" if not active else "reactivate")
+            if image["status"] not in ("active", "deactivated"):
+                raise forbidden(f"Not allowed to {'reactivate' if active else 'deactivate'} image in status "
+                                f"'{image['status']}'")
+            image["status"] = "active" if active else "deactivated"
+            image["updated_at"] = now()
+            self.store.save()
+
+    def _owned(self, ctx, image_id, action):
+        image = self.images.get(image_id)
+        if image is None or not self.visible(ctx, image):
+            raise not_found(f"No image found with ID {image_id}")
+        if not (ctx is None or ctx.get("is_admin") or image["owner"] == ctx["project_id"]):
+            raise forbidden(f"You are not authorized to {action} this image.")
+        return image
+
+    # -- members of shared images
+    def add_member(self, ctx, image_id, member_id) -> dict:
+        if not isinstance(member_id, str) or not member_id:
+            raise bad_request("Member to be added not specified")
+        with self.store.lock:
+            image = self._owned(ctx, image_id, "add members to")
+            if image["visibility"] != "shared":
+                raise forbidden("Only shared images have members.")
+            members = image.setdefault("members", {})
+            if member_id in members:
+                raise LabError(409, f"The given member {member_id} is already associated with image {image_id}.",
+                               kind="conflict")
+            ts = now()
+            members[member_id] = {"status": "pending", "created_at": ts, "updated_at": ts}
+            self.store.save()
+            return self._member(image, member_id)
+
+    def members(self, ctx, image_id) -> list[dict]:
+        with self.store.lock:
+            image = self.images.get(image_id)
+            if image is None or not self.visible(ctx, image):
+                raise not_found(f"No image found with ID {image_id}")
+            if image["visibility"] != "shared":
+                raise forbidden("Only shared images have members.")
+            owner = ctx is None or ctx.get("is_admin") or image["owner"] == ctx["project_id"]
+            return [self._member(image, m) for m in image.get("members", {})
+                    if owner or m == ctx["project_id"]]
+
+    def member(self, ctx, image_id, member_id) -> dict:
+        for member in self.members(ctx, image_id):
+            if member["member_id"] == member_id:
+                return member
+        raise not_found(f"Member {member_id} not found for image {image_id}")
+
+    def set_member_status(self, ctx, image_id, member_id, status) -> dict:
+        with self.store.lock:
+            self.member(ctx, image_id, member_id)
+            if ctx is not None and ctx["project_id"] != member_id:
+                raise forbidden("You are not permitted to modify 'status' on this image member.")
+            if status not in MEMBER_STATUSES:
+                raise bad_request(f"Invalid status: {status}")
+            image = self.images[image_id]
+            image["members"][member_id].update(status=status, updated_at=now())
+            self.store.save()
+            return self._member(image, member_id)
+
+    def remove_member(self, ctx, image_id, member_id):
+        with self.store.lock:
+            self.member(ctx, image_id, member_id)
+            image = self._owned(ctx, image_id, "remove members of")
+            del image["members"][member_id]
+            self.store.save()
+
+    @staticmethod
+    def _member(image, member_id):
+        m = image["members"][member_id]
+        return {"image_id": image["id"], "member_id": member_id, "status": m["status"],
+                "created_at": m["created_at"], "updated_at": m["updated_at"], "schema": "/v2/schemas/member"}
 
     def set_tag(self, ctx, image_id, tag, present=True):
         with self.store.lock:
@@ -301,6 +395,8 @@ class ImageBackend:
 
     def open_data(self, ctx, image_id):
         image = self.get(ctx, image_id)
+        if image["status"] == "deactivated" and not (ctx is None or ctx.get("is_admin")):
+            raise forbidden("The requested image has been deactivated. Image data download is forbidden.")
         if image["status"] != "active":
             return image, None
         return image, open(self.data_path(image_id), "rb")

@@ -85,6 +85,63 @@ def images_schema():
     }
 
 
+def member_schema():
+    return {"name": "member", "properties": {
+        "created_at": {"type": "string", "description": "Date and time of image member creation"},
+        "image_id": {"type": "string", "pattern": UUID_PATTERN, "description": "An identifier for the image"},
+        "member_id": {"type": "string", "description": "An identifier for the image member (tenantId)"},
+        "schema": {"type": "string", "readOnly": True},
+        "status": {"type": "string", "enum": ["pending", "accepted", "rejected"],
+                   "description": "The status of this image member"},
+        "updated_at": {"type": "string", "description": "Date and time of last modification of image member"},
+    }}
+
+
+def members_schema():
+    return {"name": "members", "properties": {"members": {"type": "array", "items": member_schema()},
+                                              "schema": {"type": "string"}},
+            "links": [{"rel": "describedby", "href": "{schema}"}]}
+
+
+def _metadef(name, properties, required=()):
+    return {"name": name, "properties": properties, "required": list(required), "additionalProperties": False}
+
+
+def metadefs_schemas():
+    """The metadata-definition schemas' documents (the lab has no metadefs catalog of its own)."""
+    text = {"type": "string"}
+    stamp = {"type": "string", "readOnly": True, "format": "date-time"}
+    prop = {"type": {"type": "string"}, "title": text, "description": text, "default": {}, "enum": {"type": "array"}}
+    association = {"name": {"type": "string", "maxLength": 80}, "prefix": text, "properties_target": text,
+                   "created_at": stamp, "updated_at": stamp}
+    namespace = {"namespace": {"type": "string", "maxLength": 80}, "display_name": text, "description": text,
+                 "visibility": {"type": "string", "enum": ["public", "private"]}, "protected": {"type": "boolean"},
+                 "owner": text, "created_at": stamp, "updated_at": stamp, "schema": text, "self": text,
+                 "resource_type_associations": {"type": "array", "items": {"type": "object",
+                                                                           "properties": association}},
+                 "properties": {"type": "object"}, "objects": {"type": "array"}, "tags": {"type": "array"}}
+    obj = {"name": {"type": "string", "maxLength": 255}, "description": text, "required": {"type": "array"},
+           "properties": {"type": "object"}, "schema": text, "self": text, "created_at": stamp,
+           "updated_at": stamp}
+    tag = {"name": {"type": "string", "maxLength": 255}, "created_at": stamp, "updated_at": stamp}
+    listing = {"first": text, "next": text, "schema": text}
+    out = {
+        "namespace": _metadef("namespace", namespace, ["namespace"]),
+        "object": _metadef("object", obj, ["name"]),
+        "property": _metadef("property", dict(prop, name={"type": "string", "maxLength": 255}), ["type", "title"]),
+        "tag": _metadef("tag", tag, ["name"]),
+        "resource_type": _metadef("resource_type_association", association, ["name"]),
+    }
+    for single, plural, key in (("namespace", "namespaces", "namespaces"), ("object", "objects", "objects"),
+                                ("tag", "tags", "tags"),
+                                ("resource_type", "resource_types", "resource_type_associations")):
+        name = "resource_type_associations" if single == "resource_type" else plural
+        out[plural] = {"name": name, "properties": dict(listing, **{key: {"type": "array", "items": out[single]}})}
+    out["properties"] = {"name": "properties", "properties": {
+        "properties": {"type": "object", "additionalProperties": out["property"]}}}
+    return out
+
+
 VERSIONS = ["2.0", "2.1", "2.2", "2.3", "2.4", "2.5", "2.6", "2.7", "2.8", "2.9", "2.10",
             "2.11", "2.12", "2.13", "2.14", "2.15", "2.16", "2.17"]
 
@@ -100,6 +157,34 @@ def view(image: dict) -> dict:
     out["self"] = f"/v2/images/{image['id']}"
     out["file"] = f"/v2/images/{image['id']}/file"
     out["schema"] = "/v2/schemas/image"
+    return out
+
+
+def _sort_value(value):
+    """Numbers by value (size, min_ram), the rest as text; None sorts as glance's NULL, after all."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (0, value, "")
+    return (1, 0, str(value)) if value is not None else (2, 0, "")
+
+
+def member_view(member):
+    return dict(member, created_at=glance_time(member["created_at"]), updated_at=glance_time(member["updated_at"]))
+
+
+def _patch_v20(changes):
+    """The v2.0 patch media type names the op as the key: ``{"replace": "/name", "value": ...}``."""
+    if not isinstance(changes, list):
+        return changes
+    out = []
+    for change in changes:
+        ops = [op for op in ("add", "replace", "remove") if isinstance(change, dict) and op in change]
+        if len(ops) != 1:
+            raise bad_request('Operation objects must contain exactly one member named "add", "remove", '
+                              'or "replace".')
+        converted = {"op": ops[0], "path": change[ops[0]]}
+        if "value" in change:
+            converted["value"] = change["value"]
+        out.append(converted)
     return out
 
 
@@ -129,13 +214,13 @@ class ImageResponses:
             filters[key] = values[-1]
         if "os_hidden" not in filters:
             filters["os_hidden"] = "False"
-        images = self.backend.list(req.context, filters)
+        images = self.backend.list(req.context, filters, req.arg("member_status", "accepted"))
         sort = req.arg("sort")
         keys = [(req.arg("sort_key", "created_at"), req.arg("sort_dir", "desc"))]
         if sort:
             keys = [(s.split(":")[0], (s.split(":") + ["desc"])[1]) for s in sort.split(",")]
         for key, direction in reversed(keys):
-            images.sort(key=lambda i: (i.get(key) is None, str(i.get(key))), reverse=(direction == "desc"))
+            images.sort(key=lambda i: _sort_value(i.get(key)), reverse=(direction == "desc"))
         marker = req.arg("marker")
         if marker:
             ids = [i["id"] for i in images]
@@ -166,7 +251,41 @@ class ImageResponses:
             raise LabError(415, f"Unsupported Content-Type {ctype}",
                             headers={"Accept-Patch": "application/openstack-images-v2.1-json-patch"})
         changes = req.json()
+        if ctype == "application/openstack-images-v2.0-json-patch":
+            changes = _patch_v20(changes)
         return Response.json(200, view(self.backend.update(req.context, req.params["image_id"], changes)))
+
+    def deactivate(self, req):
+        self.backend.set_active(req.context, req.params["image_id"], False)
+        return Response.empty(204)
+
+    def reactivate(self, req):
+        self.backend.set_active(req.context, req.params["image_id"], True)
+        return Response.empty(204)
+
+    def add_member(self, req):
+        body = req.json()
+        member = body.get("member") if isinstance(body, dict) else None
+        return Response.json(200, member_view(self.backend.add_member(req.context, req.params["image_id"], member)))
+
+    def members(self, req):
+        members = self.backend.members(req.context, req.params["image_id"])
+        return Response.json(200, {"members": [member_view(m) for m in members], "schema": "/v2/schemas/members"})
+
+    def show_member(self, req):
+        p = req.params
+        return Response.json(200, member_view(self.backend.member(req.context, p["image_id"], p["member_id"])))
+
+    def update_member(self, req):
+        body = req.json()
+        status = body.get("status") if isinstance(body, dict) else None
+        p = req.params
+        member = self.backend.set_member_status(req.context, p["image_id"], p["member_id"], status)
+        return Response.json(200, member_view(member))
+
+    def delete_member(self, req):
+        self.backend.remove_member(req.context, req.params["image_id"], req.params["member_id"])
+        return Response.empty(204)
 
     def delete(self, req):
         self.backend.delete(req.context, req.params["image_id"])
@@ -208,6 +327,18 @@ class ImageResponses:
 
     def schema_images(self, req):
         return Response.json(200, images_schema())
+
+    def schema_member(self, req):
+        return Response.json(200, member_schema())
+
+    def schema_members(self, req):
+        return Response.json(200, members_schema())
+
+    def schema_metadefs(self, req):
+        schema = metadefs_schemas().get(req.params["name"])
+        if schema is None:
+            raise LabError(404, "The resource could not be found.")
+        return Response.json(200, schema)
 
     def info_import(self, req):
         return Response.json(200, {"import-methods": {"description": "Import methods available.",

@@ -17,6 +17,9 @@ from ..util import new_id, now
 
 GIB = 1024 ** 3
 GIGABYTES_QUOTA = 1000  # per project, like cinder's default quota: beyond it 413
+DEFAULT_TYPE_NAME = "__DEFAULT__"
+DEFAULT_TYPE_ID = "5a6c7a2e-6a8b-4f0e-9d6e-6f1c3a9b2d10"
+VOLUME_TYPES = (DEFAULT_TYPE_NAME, DEFAULT_TYPE_ID)       # the one type, by name or id
 DELETABLE = ("available", "error", "error_restoring", "error_extending", "error_managing")
 
 
@@ -97,9 +100,16 @@ class VolumeBackend:
         metadata = body.get("metadata") or {}
         if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
             raise bad_request("Invalid input for field/attribute metadata. Value: {metadata!r}.")
-        for unsupported in ("snapshot_id", "source_volid", "backup_id"):
-            if body.get(unsupported):
-                raise bad_request(f"Invalid input received: the lab does not support {unsupported}.")
+        if body.get("snapshot_id"):     # the lab keeps no snapshots: every id is unknown
+            raise not_found(f"Snapshot {body['snapshot_id']} could not be found.")
+        if body.get("source_volid"):
+            self.get(ctx, str(body["source_volid"]))       # 404 first, as cinder's
+            raise bad_request("Invalid input received: the lab does not clone volumes (source_volid).")
+        if body.get("backup_id"):
+            raise bad_request("Invalid input received: the lab does not support backup_id.")
+        volume_type = body.get("volume_type")
+        if volume_type is not None and volume_type not in VOLUME_TYPES:
+            raise not_found(f"Volume type with name {volume_type} could not be found.")
         image = None
         if image_ref:
             image = self.images.find(str(image_ref))
@@ -123,7 +133,7 @@ class VolumeBackend:
             "project_id": ctx["project_id"], "created_at": ts, "updated_at": None,
             "bootable": False, "attachments": [], "metadata": dict(metadata),
             "availability_zone": body.get("availability_zone") or "nova",
-            "volume_type": body.get("volume_type") or "__DEFAULT__",
+            "volume_type": DEFAULT_TYPE_NAME,
             "multiattach": bool(body.get("multiattach", False)),
             "image_id": image["id"] if image else None, "volume_image_metadata": None,
         }
@@ -236,6 +246,69 @@ class VolumeBackend:
     def set_bootable(self, ctx, volume_id, bootable):
         self.get(ctx, volume_id)
         self._update(volume_id, bootable=bool(bootable))
+
+    # -- cinder's own attach bookkeeping (os-reserve, os-attach, ... as a non-nova client calls them)
+    def _locked(self, ctx, volume_id):
+        vol = self.volumes.get(volume_id)
+        if vol is None or not self._visible(ctx, vol):
+            raise not_found(f"Volume {volume_id} could not be found.")
+        return vol
+
+    def _transition(self, ctx, volume_id, allowed, status, **changes):
+        with self.store.lock:
+            vol = self._locked(ctx, volume_id)
+            if vol["status"] not in allowed:
+                raise bad_request(f"Invalid volume: Volume status must be {' or '.join(allowed)}, "
+                                  f"but current status is: {vol['status']}.")
+            vol.update(changes, status=status, updated_at=now())
+            self.store.save()
+
+    def action_reserve(self, ctx, volume_id):
+        self._transition(ctx, volume_id, ("available",), "attaching")
+
+    def action_unreserve(self, ctx, volume_id):
+        self._transition(ctx, volume_id, ("attaching",), "available")
+
+    def action_attach(self, ctx, volume_id, instance_uuid, mountpoint):
+        attachment = {"id": volume_id, "attachment_id": new_id(), "volume_id": volume_id,
+                      "server_id": instance_uuid, "host_name": None, "device": mountpoint, "attached_at": now()}
+        self._transition(ctx, volume_id, ("available", "attaching"), "in-use", attachments=[attachment])
+
+    def action_detach(self, ctx, volume_id, attachment_id=None):
+        with self.store.lock:
+            vol = self._locked(ctx, volume_id)
+            if vol["status"] not in ("in-use", "detaching") or not vol["attachments"]:
+                raise bad_request(f"Invalid volume: Volume {volume_id} is not attached.")
+            if attachment_id and all(a["attachment_id"] != attachment_id for a in vol["attachments"]):
+                raise not_found(f"Volume attachment {attachment_id} could not be found.")
+            if any(a.get("host_name") == "lab" for a in vol["attachments"]):
+                raise bad_request("Invalid volume: Volume is attached to a server; detach it through nova.")
+            vol.update(status="available", attachments=[], updated_at=now())
+            self.store.save()
+
+    def extend(self, ctx, volume_id, new_size):
+        """``os-extend``: a detached volume grows (sparse file); shrinking is refused."""
+        if isinstance(new_size, str) and new_size.strip().isdigit():
+            new_size = int(new_size)
+        if not isinstance(new_size, int) or isinstance(new_size, bool):
+            raise bad_request(f"Invalid input for field/attribute new_size. Value: {new_size}. "
+                              f"{new_size!r} is not valid under any of the given schemas")
+        with self.store.lock:
+            vol = self._locked(ctx, volume_id)
+            if vol["status"] != "available":
+                raise bad_request(f"Invalid volume: Volume status must be available to extend, "
+                                  f"but current status is: {vol['status']}.")
+            if new_size <= vol["size"]:
+                raise bad_request(f"Invalid input received: New size for extend must be greater than "
+                                  f"current size. (current: {vol['size']}, extended: {new_size}).")
+            used = sum(v["size"] for v in self.volumes.values() if v["project_id"] == vol["project_id"])
+            if used - vol["size"] + new_size > GIGABYTES_QUOTA:
+                raise LabError(413, "VolumeSizeExceedsAvailableQuota: Requested volume or snapshot exceeds "
+                                    "allowed gigabytes quota.", kind="overLimit")
+            with open(self.path(volume_id), "r+b") as f:
+                f.truncate(new_size * GIB)
+            vol.update(size=new_size, updated_at=now())
+            self.store.save()
 
     def update_fields(self, ctx, volume_id, fields):
         self.get(ctx, volume_id)

@@ -7,10 +7,12 @@ from __future__ import annotations
 from ..errors import LabError, bad_request, forbidden
 from ..httpd import Response
 from ..util import cinder_time, requested_microversion
+from .models import DEFAULT_TYPE_ID, DEFAULT_TYPE_NAME, VOLUME_TYPES
 
 MIN_VERSION = "3.0"
 MAX_VERSION = "3.71"
-DEFAULT_TYPE_ID = "5a6c7a2e-6a8b-4f0e-9d6e-6f1c3a9b2d10"
+MAX_LIMIT = 1000        # cinder's osapi_max_limit
+SORT_KEYS = ("id", "name", "status", "size", "created_at", "updated_at", "availability_zone", "bootable")
 
 
 def version_doc(host_url):
@@ -77,7 +79,7 @@ def view_detail(req, vol, *, extended=True):
 
 
 def volume_type(req):
-    return {"id": DEFAULT_TYPE_ID, "name": "__DEFAULT__", "description": "Default Volume Type",
+    return {"id": DEFAULT_TYPE_ID, "name": DEFAULT_TYPE_NAME, "description": "Default Volume Type",
             "is_public": True, "extra_specs": {}, "qos_specs_id": None,
             "os-volume-type-access:is_public": True}
 
@@ -118,9 +120,15 @@ class VolumeResponses:
     def _listing(self, req, view):
         all_tenants = req.arg("all_tenants") in ("1", "true", "True")
         vols = self._filter(req, self.backend.list(req.context, all_tenants))
+        count = len(vols)
+        vols, next_marker = self._page(req, vols)
         body = {"volumes": [view(req, v) for v in vols]}
+        if next_marker:
+            query = "&".join(f"{k}={v[-1]}" for k, v in req.query.items() if k != "marker")
+            href = f"{req.base_url}{req.path}?{query}{'&' if query else ''}marker={next_marker}"
+            body["volumes_links"] = [{"href": href, "rel": "next"}]
         if mv(req) >= (3, 45) and req.arg("with_count") in ("true", "True", "1"):
-            body["count"] = len(vols)
+            body["count"] = count
         return Response.json(200, body)
 
     def index(self, req):
@@ -134,6 +142,28 @@ class VolumeResponses:
             value = req.arg(key)
             if value is not None:
                 vols = [v for v in vols if v.get(key) == value]
+        return self._sort(req, vols)
+
+    @staticmethod
+    def _sort(req, vols):
+        """cinder's ``sort=key:dir,...`` or ``sort_key``/``sort_dir``; created_at desc by default."""
+        if req.arg("sort"):
+            keys = [((part.split(":") + ["desc"])[:2]) for part in req.arg("sort").split(",")]
+        else:
+            keys = [[req.arg("sort_key", "created_at"), req.arg("sort_dir", "desc")]]
+        for key, direction in keys:
+            if key not in SORT_KEYS:
+                raise bad_request(f"Invalid input received: Invalid sort key {key}.")
+            if direction not in ("asc", "desc"):
+                raise bad_request("Invalid input received: Unknown sort direction, must be 'desc' or 'asc'.")
+        for key, direction in reversed(keys):
+            vols.sort(key=lambda v: (v.get(key) is None, v.get(key) if key == "size" else str(v.get(key))),
+                      reverse=direction == "desc")
+        return vols
+
+    @staticmethod
+    def _page(req, vols):
+        """``marker``/``limit``; a full page has a next link (cinder's _get_collection_links)."""
         marker = req.arg("marker")
         if marker:
             ids = [v["id"] for v in vols]
@@ -141,12 +171,34 @@ class VolumeResponses:
                 raise LabError(404, f"Marker {marker} could not be found.", kind="itemNotFound")
             vols = vols[ids.index(marker) + 1:]
         limit = req.arg("limit")
-        if limit is not None:
+        if limit is None:
+            limit = MAX_LIMIT
+        else:
             try:
-                vols = vols[:int(limit)]
+                limit = int(limit)
             except ValueError:
                 raise bad_request(f"Invalid input received: limit {limit!r} is not an integer") from None
-        return vols
+            if limit < 0:
+                raise bad_request("Invalid input received: limit must be >= 0")
+        page = vols[:min(limit, MAX_LIMIT)]
+        full = page and len(page) == min(limit, MAX_LIMIT) and (req.arg("limit") is not None or len(vols) > MAX_LIMIT)
+        return page, (page[-1]["id"] if full else None)
+
+    def summary(self, req):
+        if mv(req) < (3, 12):
+            raise LabError(404, "The resource could not be found.", kind="itemNotFound")
+        all_tenants = req.arg("all_tenants") in ("1", "true", "True")
+        vols = self.backend.list(req.context, all_tenants)
+        body = {"total_size": sum(v["size"] for v in vols), "total_count": len(vols)}
+        if mv(req) >= (3, 36):
+            metadata = {}
+            for v in vols:
+                for key, value in v["metadata"].items():
+                    metadata.setdefault(key, [])
+                    if value not in metadata[key]:
+                        metadata[key].append(value)
+            body["metadata"] = metadata
+        return Response.json(200, {"volume-summary": body})
 
     def show(self, req):
         return Response.json(200, {"volume": view_detail(req, self.backend.get(req.context, req.params["volume_id"]))})
@@ -156,7 +208,8 @@ class VolumeResponses:
         if not isinstance(body, dict) or not isinstance(body.get("volume"), dict):
             raise bad_request("Missing required element 'volume' in request body.")
         vol = self.backend.update_fields(req.context, req.params["volume_id"], body["volume"])
-        return Response.json(200, {"volume": view_detail(req, vol)})
+        # cinder's update answers the core detail view: no extension attributes
+        return Response.json(200, {"volume": view_detail(req, vol, extended=False)})
 
     def delete(self, req):
         self.backend.delete(req.context, req.params["volume_id"], force=req.arg("force") in ("true", "True"))
@@ -168,7 +221,25 @@ class VolumeResponses:
             raise bad_request("Invalid request body: exactly one action expected.")
         (name, arg), = body.items()
         vid = req.params["volume_id"]
-        if name == "os-reset_status":
+        backend = self.backend
+        if name == "os-reserve":
+            backend.action_reserve(req.context, vid)
+        elif name == "os-unreserve":
+            backend.action_unreserve(req.context, vid)
+        elif name == "os-attach":
+            if not isinstance(arg, dict) or not (arg.get("instance_uuid") or arg.get("host_name")):
+                raise bad_request("Invalid request to attach volume to an invalid target")
+            backend.get(req.context, vid)
+            if not arg.get("mountpoint"):
+                raise bad_request("Must specify 'mountpoint'")
+            backend.action_attach(req.context, vid, arg.get("instance_uuid"), arg["mountpoint"])
+        elif name == "os-detach":
+            backend.action_detach(req.context, vid, (arg or {}).get("attachment_id") if isinstance(arg, dict) else None)
+        elif name == "os-extend":
+            if not isinstance(arg, dict) or "new_size" not in arg:
+                raise bad_request("Invalid input for field/attribute extend. 'new_size' is a required property")
+            backend.extend(req.context, vid, arg["new_size"])
+        elif name == "os-reset_status":
             if not isinstance(arg, dict) or "status" not in arg:
                 raise bad_request("Must specify 'status'")
             self.backend.reset_status(req.context, vid, arg["status"])
@@ -190,7 +261,7 @@ class VolumeResponses:
         return Response.json(200, {"volume_types": [volume_type(req)]})
 
     def show_type(self, req):
-        if req.params["type_id"] not in (DEFAULT_TYPE_ID, "default", "__DEFAULT__"):
+        if req.params["type_id"] not in VOLUME_TYPES + ("default",):
             raise LabError(404, f"Volume type {req.params['type_id']} could not be found.", kind="itemNotFound")
         return Response.json(200, {"volume_type": volume_type(req)})
 

@@ -14,6 +14,7 @@ ROUTES = (
     Route("POST", P + "/volumes", "create"),
     Route("GET", P + "/volumes", "index"),
     Route("GET", P + "/volumes/detail", "detail"),
+    Route("GET", P + "/volumes/summary", "summary"),
     Route("GET", P + "/volumes/{volume_id}", "show"),
     Route("PUT", P + "/volumes/{volume_id}", "update"),
     Route("DELETE", P + "/volumes/{volume_id}", "delete"),
