@@ -83,3 +83,9 @@ def test_lab_job_runs_the_lab_tests_with_their_system_packages(zuul):
     assert job["parent"] == "tox"
     assert "lab" in job["vars"]["bindep_profile"].split()
     assert "tests/lab" in job["vars"]["tox_extra_args"]
+
+
+def test_the_non_voting_job_says_why(zuul):
+    jobs, _ = zuul
+    description = jobs["xen-vhd-tempest-devstack"]["description"]
+    assert "Non-voting while upstream" in description and "qemu-img info -f vhd" in description
