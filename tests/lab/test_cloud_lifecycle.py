@@ -130,3 +130,21 @@ def test_settings_command_changes_a_running_lab(private_state):
         assert json.loads(cli("lab", "settings", "--state-dir", state).stdout)["conversion_mode"] == "reference"
     finally:
         cli("lab", "down", "--state-dir", state)
+
+
+def test_a_harness_lab_takes_a_free_port_when_the_default_is_held(private_state):
+    """ensure_up (what the harness calls): another lab, or anything, on 8780 is no failure."""
+    from xen_vhd_tempest.lab import commands as lab
+    holder = socket.socket()
+    try:
+        holder.bind(("127.0.0.1", lab.DEFAULT_PORT))
+        holder.listen()
+    except OSError:
+        pass                                # already held by someone else: the same situation
+    try:
+        info = lab.ensure_up(private_state)
+        assert not info["url"].endswith(f":{lab.DEFAULT_PORT}"), info["url"]
+        assert lab.admin_token(info)
+    finally:
+        lab.ensure_down(private_state)
+        holder.close()

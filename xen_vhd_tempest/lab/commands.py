@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -180,12 +181,23 @@ def ensure_up(state_dir=None, *, port=DEFAULT_PORT, timeout=300.0) -> dict:
     info = running_info(state_dir)
     if info is not None:
         return info
+    if port and not _port_free("127.0.0.1", port):
+        port = 0        # another lab (or anything else) holds it: a free port, named in lab.json
     args = argparse.Namespace(state_dir=state_dir, port=port, host="127.0.0.1", foreground=False,
                               no_default_image=False, admin_password="labadmin", demo_password="labdemo",
                               guest_memory=192, timeout=timeout, cinder=None, vhd_util=None)
     if cmd_up(args) != 0:
         raise RuntimeError(f"the lab did not start; see {state_dir / 'lab.out'}")
     return running_info(state_dir)
+
+
+def _port_free(host, port):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def ensure_down(state_dir=None, timeout=60.0):
