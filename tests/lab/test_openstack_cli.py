@@ -1,7 +1,7 @@
 """The stock ``openstack`` CLI (python-openstackclient) runs the seed story against the lab with the
 lab's own clouds.yaml: boot from the XenServer image, console log, ``server backup create``,
-``image save`` (a XenServer chain tgz), ``volume create --image``, attach and detach, stop and
-start, boot from the volume, and every delete.
+``image save`` (a XenServer chain tgz), ``volume create --image``, attach and detach, stop, start
+and reboot, boot from the volume, and every delete.
 """
 
 from __future__ import annotations
@@ -96,6 +96,10 @@ def test_the_seed_story_with_the_openstack_cli(lab, osc, tmp_path):
          lambda s: s == "ACTIVE", timeout=120, what="cli-image-boot after start")
     poll(lambda: osc("console", "log", "show", "cli-image-boot"), lambda text: "login:" in text,
          what="console log of cli-image-boot after start")
+    osc("server", "reboot", "--hard", "--wait", "cli-image-boot")
+    assert osc("server", "show", "cli-image-boot", "-f", "value", "-c", "status").strip() == "ACTIVE"
+    poll(lambda: osc("console", "log", "show", "cli-image-boot"), lambda text: "login:" in text,
+         what="console log of cli-image-boot after reboot")
 
     from_volume = osc("server", "create", "--volume", "cli-volume", "--flavor", "m1.tiny", "--wait",
                       "cli-volume-boot", "-f", "json")

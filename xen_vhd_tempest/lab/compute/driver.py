@@ -151,10 +151,10 @@ class XenServerDriver:
         # root vda, config drive vdb; hot-plugged disks follow in order
         return device_id, "/dev/vd" + chr(ord("b") + len(guest.hotplugged))
 
-    def power_off(self, server_id):
+    def power_off(self, server_id, timeout=30.0):
         guest = self._guest(server_id)
         try:
-            guest.power_off()
+            guest.power_off(timeout)
         except GuestError as error:
             raise Fault(str(error)) from None
 

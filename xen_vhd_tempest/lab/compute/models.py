@@ -465,25 +465,39 @@ class ComputeBackend:
         self._set(server_id, task_state="powering-on" if on else "powering-off")
         self._spawn_thread(self._power, server_id, on)
 
-    def _power(self, server_id, on):
+    def reboot(self, ctx, server_id, kind):
+        """``reboot``: SOFT is an ACPI power-off then a new boot, HARD kills QEMU first; the disk and
+        attached volumes stay, as with stop/start."""
+        if kind not in ("SOFT", "HARD"):
+            raise bad_request(f"Invalid input for field/attribute type. Value: {kind}. "
+                              f"{kind!r} is not one of ['HARD', 'Hard', 'hard', 'SOFT', 'Soft', 'soft']")
+        server = self.server(ctx, server_id)
+        self._require_state(server, "reboot", ("active",) if kind == "SOFT" else ("active", "stopped"))
+        self._set(server_id, status="REBOOT" if kind == "SOFT" else "HARD_REBOOT",
+                  task_state="rebooting" if kind == "SOFT" else "rebooting_hard")
+        self._spawn_thread(self._power, server_id, True, kind)
+
+    def _power(self, server_id, on, reboot=None):
         try:
+            if reboot and self.servers[server_id]["vm_state"] == "active":
+                self.driver.power_off(server_id, timeout=30 if reboot == "SOFT" else 0)
             if on:
                 self.driver.power_on(server_id)
                 with self.lock:
                     attachments = [a for a in self.servers[server_id]["attachments"] if not a.get("root")]
                 for a in attachments:       # hot-plugged again, in their order
-                    a["device_id"], _ = self.driver.attach_volume(server_id, self.volumes.path(a["volume_id"]))
+                    device_id, _ = self.driver.attach_volume(server_id, self.volumes.path(a["volume_id"]))
                     with self.lock:
                         for mine in self.servers[server_id]["attachments"]:
                             if mine["volume_id"] == a["volume_id"]:
-                                mine["device_id"] = a["device_id"]
+                                mine["device_id"] = device_id
             else:
                 self.driver.power_off(server_id)
         except Exception as error:
             if not isinstance(error, LabError):
                 traceback.print_exc()
             message = _one_line(error)
-            self.log(f"server {server_id}: {'start' if on else 'stop'} failed: {message}")
+            self.log(f"server {server_id}: {reboot and 'reboot' or ('start' if on else 'stop')} failed: {message}")
             self._set(server_id, status="ERROR", vm_state="error", task_state=None, power_state=0,
                       fault={"code": 500, "message": message, "created": now(), "details": message})
             return
@@ -491,7 +505,7 @@ class ComputeBackend:
             self._set(server_id, status="ACTIVE", vm_state="active", task_state=None, power_state=1)
         else:
             self._set(server_id, status="SHUTOFF", vm_state="stopped", task_state=None, power_state=4)
-        self.log(f"server {server_id}: {'started' if on else 'stopped'}")
+        self.log(f"server {server_id}: {'rebooted' if reboot else 'started' if on else 'stopped'}")
 
     def create_image(self, ctx, server_id, body, microversion):
         """``createImage``: with XenServer semantics a snapshot is exported like a backup (a VHD chain

@@ -316,6 +316,10 @@ class ComputeResponses:
             if req.microversion >= (2, 45):
                 return Response.json(202, {"image_id": image["id"]})
             return Response.empty(202, {"Location": f"{self.image_url}/images/{image['id']}"})
+        if name == "reboot":
+            kind = arg.get("type") if isinstance(arg, dict) else None
+            self.backend.reboot(req.context, sid, kind.upper() if isinstance(kind, str) else kind)
+            return Response.empty(202)
         if name in ("os-start", "os-stop"):
             self.backend.power(req.context, sid, name == "os-start")
             return Response.empty(202)
