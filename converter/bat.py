@@ -39,7 +39,8 @@ def unpack_bat(buf, entries):
 def pack_bat(table, max_entries):
     """Serialise entries, padded with UNUSED to ``max_entries`` and zeros to a sector."""
     out = array.array("I", table)
-    out.extend([UNUSED] * (max_entries - len(out)))
+    if max_entries > len(out):                  # array repetition: no list of a million ints
+        out += array.array("I", [UNUSED]) * (max_entries - len(out))
     if sys.byteorder == "little":
         out.byteswap()
     raw = out.tobytes()
