@@ -56,6 +56,6 @@ def test_seeds_and_saved_crashers_only_raise_vhd_errors(name):
 def test_target_only_raises_vhd_errors(name, monkeypatch, tmp_path):
     # New crashers land in a scratch directory during the suite; tox -e fuzz keeps them.
     monkeypatch.setattr(runner, "REGRESSIONS", str(tmp_path))
-    r = runner.run_target(name, seconds=float(os.environ.get("XEN_VHD_FUZZ_TARGET_SECONDS", "5")))
+    r = runner.run_target(name, seconds=float(os.environ.get("XEN_VHD_FUZZ_TARGET_SECONDS", "3")))
     assert r["rc"] == 0 and not r["crashes"], "\n".join(r["tail"])
     assert r["execs"] > 100 and r["cov"] > 0

@@ -46,32 +46,34 @@ class Reference:
         return self.members[-1].current_size
 
 
-def md5s(path, size, *, whole=True):
-    """(whole md5 or None, per-MiB md5 list) of the first ``size`` bytes of a (sparse) file.
+def md5s(path, size, *, whole=True, span=MIB):
+    """(whole md5 or None, md5 list per ``span`` bytes) of the first ``size`` bytes of a
+    (sparse) file.
 
-    MiBs inside holes are not read: their md5 is the zero MiB's (only the whole-disk md5
+    Spans inside holes are not read: their md5 is the zero span's (only the whole-disk md5
     needs their bytes fed through).
     """
     digest = hashlib.md5() if whole else None
-    per_mib = []
-    zero = bytes(MIB)
+    per_span = []
+    zero = bytes(span)
+    zero_md5 = ZERO_MIB_MD5 if span == MIB else hashlib.md5(zero).hexdigest()
     with open(path, "rb") as f:
         fd = f.fileno()
-        for start in range(0, size, MIB):
-            n = min(MIB, size - start)
+        for start in range(0, size, span):
+            n = min(span, size - start)
             try:
                 data_at = os.lseek(fd, start, os.SEEK_DATA)
             except OSError:             # ENXIO: only holes from here on
                 data_at = size
             if data_at >= start + n:
                 piece = zero[:n]
-                per_mib.append(ZERO_MIB_MD5 if n == MIB else hashlib.md5(piece).hexdigest())
+                per_span.append(zero_md5 if n == span else hashlib.md5(piece).hexdigest())
             else:
                 piece = os.pread(fd, n, start).ljust(n, b"\0")
-                per_mib.append(hashlib.md5(piece).hexdigest())
+                per_span.append(hashlib.md5(piece).hexdigest())
             if digest is not None:
                 digest.update(piece)
-    return (digest.hexdigest() if digest else None), per_mib
+    return (digest.hexdigest() if digest else None), per_span
 
 
 def build_reference(image_path, raw_path, *, disk_format, container_format, min_members=2, progress=None):
