@@ -129,10 +129,13 @@ def _open_vhd(path):
             member = VhdMember.open(source, strict=False)
     except (OSError, VhdError):
         return None
+    return member if _libvhd_opens(member) else None
+
+
+def _libvhd_opens(member):
+    """libvhd's vhd_open accepts it: a valid footer, and for a dynamic disk a valid header."""
     f, h = member.footer, member.header
-    if f is None or f.is_dynamic and (h is None or h.findings(f, member.source.size)):
-        return None
-    return member
+    return f is not None and not (f.is_dynamic and (h is None or h.findings(f, member.source.size)))
 
 
 def _dump_headers(name):
@@ -151,12 +154,16 @@ def read(argv):
         return failed
     from converter import dump
     name = opts["-n"]
+    from converter.member import VhdMember
+    from converter.source import FileSource
     try:
-        d = dump.dump_member(name)                 # a file named by -n is a VHD, whatever it holds
+        with FileSource(name) as source:          # a file named by -n is a VHD, whatever it holds
+            member = VhdMember.inspect(source)
+            d = dump.dump_member(member, name)
     except VhdError as exc:
         print(f"error opening {name}: -{EINVAL} ({exc})")
         return EINVAL
-    if _open_vhd(name) is None:
+    if not _libvhd_opens(member):
         print(dump.format_unopenable(d))
         return EINVAL
     print(dump.format_dump(d, blktap=True))

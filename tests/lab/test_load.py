@@ -26,18 +26,13 @@ import sys
 import threading
 
 import pytest
-from cloudfixtures import LAB_MODULE, ROOT, private_dir, start_lab, stop_lab
+from cloudfixtures import ROOT, running_lab
 from loadgen import leaked, run_load
 
 
 @pytest.fixture
 def lab():
-    with private_dir("xvt-lab-load-") as state:
-        handle = start_lab(state, module=LAB_MODULE)
-        try:
-            yield handle
-        finally:
-            stop_lab(handle, module=LAB_MODULE)
+    yield from running_lab()
 
 
 def _check(lab, stats, errors):

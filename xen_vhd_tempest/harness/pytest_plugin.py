@@ -121,7 +121,8 @@ class _XdistController:
         if self.shared_lab is not None:
             lab.ensure_down(self.shared_lab)
         elif self.restore and self.restore[1]:
-            lab.set_settings(*self.restore[:1], **self.restore[1])
+            state, changed = self.restore
+            lab.set_settings(state, **changed)
 
 
 class Target:
