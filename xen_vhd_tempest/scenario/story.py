@@ -60,8 +60,10 @@ MD5SUM = "m=md5sum; for p in /usr/bin/md5sum /bin/md5sum; do if [ -x $p ]; then 
 # from dd or head costs a TCG guest ~2x), so the proof costs little more than reading the
 # volume does. Only a volume whose device is larger than the reference is hashed through head.
 # The guest prints its device size first. Any mismatch (also a device smaller than the
-# reference) goes on to the MiB walk below.
-WHOLE_MD5 = (MD5SUM + "echo $(($(cat /sys/class/block/{name}/size) * 512)); "
+# reference) goes on to the MiB walk below. Read-ahead 4 MiB first (the guest's setting for
+# that device only; the read sample after runs with it too): at the default 128 KiB a TCG guest
+# spends ~15 % longer hashing 1 GiB.
+WHOLE_MD5 = (MD5SUM + "blockdev --setra 8192 {dev} 2>/dev/null; echo $(($(cat /sys/class/block/{name}/size) * 512)); "
              "if [ \"$(($(cat /sys/class/block/{name}/size) * 512))\" = {size} ]; then $m {dev}; "
              "else head -c {size} {dev} | $m; fi")
 # What a plain read of the same device costs (the floor of any in-guest check), on a sample.
