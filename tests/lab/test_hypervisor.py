@@ -122,6 +122,13 @@ def test_hotplug_changed_extents_read_disk_pause(guest_image, guests, ssh_to, tm
         name = new.pop()
         got = s.check(f"sudo dd if=/dev/{name} bs=1M count=1 2>/dev/null | md5sum").split()[0]
         assert got == hashlib.md5(pattern[:MiB]).hexdigest()
+        # The guest's host tools: coreutils' md5sum by path (the story's fast whole-volume hash),
+        # util-linux's lsblk and blkid (tempest's RemoteClient and scenarios call them).
+        assert "GNU coreutils" in s.check("/bin/md5sum --version")
+        assert s.check(f"sudo /bin/md5sum /dev/{name}").split()[0] == hashlib.md5(pattern).hexdigest()
+        assert name in s.check("lsblk -lb --nodeps -o NAME,SIZE").split()
+        assert f"{2 * MiB}" in s.check(f"lsblk -lb --nodeps -n -o SIZE /dev/{name}")
+        assert "/dev/vd" in s.check('sudo blkid -t LABEL="config-2" -o device || sudo blkid -o device')
         g.detach_disk(dev)
         for _ in range(40):
             if name not in s.check("ls /sys/block").split():

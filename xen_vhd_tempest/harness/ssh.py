@@ -42,6 +42,7 @@ import time
 import paramiko
 
 from xen_vhd_tempest.scenario.cloud import Shell, SshError
+from xen_vhd_tempest.scenario.waiters import poll_delays
 
 __all__ = ["Ssh", "SshError", "load_private_key"]
 
@@ -95,6 +96,7 @@ class Ssh(Shell):
         """Connect, retrying until ``timeout``; ``check()`` may raise to stop early (console failure)."""
         deadline = time.monotonic() + timeout
         last = None
+        delays = poll_delays(1.0)      # sshd comes up seconds after boot: retry soon, not every 2 s
         while True:
             client = paramiko.SSHClient()
             policy = _RequireKey(self.host_key) if self.host_key else _RememberForThisConnection()
@@ -116,7 +118,7 @@ class Ssh(Shell):
                 check()
             if time.monotonic() > deadline:
                 raise SshError(f"no SSH to {self} after {timeout:.0f}s: {last}")
-            time.sleep(2)
+            time.sleep(next(delays))
 
     def run(self, command, timeout=600.0, check=True, input=None):
         """Run ``command`` (``input`` on its stdin); returns stdout (text). Raises SshError on a
