@@ -155,10 +155,12 @@ def ssh_to():
 
 
 def pytest_collection_modifyitems(config, items):
-    """``load`` tests (minutes of API load beside a scenario) run only when ``-m`` names them."""
-    if "load" in (config.option.markexpr or ""):
-        return
-    chosen = [i for i in items if i.get_closest_marker("load") is None]
-    if len(chosen) != len(items):
-        config.hook.pytest_deselected(items=[i for i in items if i.get_closest_marker("load")])
-        items[:] = chosen
+    """``load`` tests (minutes of API load beside a scenario) and ``readme`` ones (a README block
+    that boots scenarios) run only when ``-m`` names them."""
+    for marker in ("load", "readme"):
+        if marker in (config.option.markexpr or ""):
+            continue
+        chosen = [i for i in items if i.get_closest_marker(marker) is None]
+        if len(chosen) != len(items):
+            config.hook.pytest_deselected(items=[i for i in items if i.get_closest_marker(marker)])
+            items[:] = chosen

@@ -181,7 +181,7 @@ def _lab_place(config, worker):
     state = Path(given or lab.default_state_dir())
     if worker and not given:
         return state / worker, 0
-    return state, lab.DEFAULT_PORT
+    return state, lab.default_port()
 
 
 def _lab_up(state, port):

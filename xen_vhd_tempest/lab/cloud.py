@@ -171,7 +171,8 @@ class Lab:
                 ("volume", volume_responses.VolumeResponses(self.volumes), volume_urls.ROUTES),
                 ("lab", admin_responses.AdminResponses(self.settings, self.status, log=self.log), admin_urls.ROUTES)):
             services[name] = httpd.Service(name, responses, routes, authenticate=self._authenticate,
-                                           strict_slashes=name in ("image", "volume"))
+                                           strict_slashes=name in ("compute", "image", "volume"),
+                                           rbac=name in ("compute", "image", "volume"))
         self.started_at = time.time()
         self.log(f"lab serving on {self.url} (state {self.state_dir})")
         if cfg.default_image:

@@ -43,6 +43,18 @@ def default_state_dir() -> Path:
     return Path(base) / "xen-vhd-tempest" / "lab"
 
 
+def default_port() -> int:
+    """``$XEN_VHD_TEMPEST_LAB_PORT`` or 8780: two users (or test sessions) on one host each keep
+    the README's commands as written."""
+    explicit = os.environ.get("XEN_VHD_TEMPEST_LAB_PORT")
+    if explicit:
+        try:
+            return int(explicit)
+        except ValueError:
+            raise SystemExit(f"xen-vhd-tempest: XEN_VHD_TEMPEST_LAB_PORT={explicit!r} is not a port number") from None
+    return DEFAULT_PORT
+
+
 def add_parser(subparsers):
     lab = subparsers.add_parser("lab", help="run the embedded OpenStack lab (XenServer semantics, QEMU guests)",
                                 description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -56,8 +68,9 @@ def add_parser(subparsers):
         return p
 
     up = common(sub.add_parser("up", help="start the lab"))
-    up.add_argument("--port", type=int, default=DEFAULT_PORT,
-                    help=f"loopback port for every API (default {DEFAULT_PORT}; 0 picks a free one)")
+    up.add_argument("--port", type=int, default=None,
+                    help=f"loopback port for every API (default $XEN_VHD_TEMPEST_LAB_PORT or {DEFAULT_PORT}; "
+                         "0 picks a free one)")
     up.add_argument("--host", default="127.0.0.1", help="loopback address to bind (127.x.x.x only)")
     up.add_argument("--foreground", action="store_true", help="stay attached; stop on Ctrl-C / SIGTERM")
     up.add_argument("--no-default-image", action="store_true", help="do not upload the default XenServer image")
@@ -183,7 +196,7 @@ def set_settings(state_dir: Path, **changes) -> dict:
 
 
 # -- for other code (the pytest harness) ------------------------------------------------------------
-def ensure_up(state_dir=None, *, port=DEFAULT_PORT, timeout=300.0) -> dict:
+def ensure_up(state_dir=None, *, port=None, timeout=300.0) -> dict:
     """The running lab's ``lab.json`` info, starting a background lab first if none runs there.
 
     Keys: url, auth_url, pid, state_dir, clouds_yaml (cloud ``xen-vhd-lab``), tempest_conf,
@@ -193,6 +206,7 @@ def ensure_up(state_dir=None, *, port=DEFAULT_PORT, timeout=300.0) -> dict:
     info = running_info(state_dir)
     if info is not None:
         return info
+    port = default_port() if port is None else port
     if port and not _port_free("127.0.0.1", port):
         port = 0        # another lab (or anything else) holds it: a free port, named in lab.json
     args = argparse.Namespace(state_dir=state_dir, port=port, host="127.0.0.1", foreground=False,
@@ -221,6 +235,8 @@ def ensure_down(state_dir=None, timeout=60.0):
 # -- commands ---------------------------------------------------------------------------------------
 def cmd_up(args) -> int:
     state_dir = _state_dir(args)
+    if args.port is None:
+        args.port = default_port()
     try:
         changes = cinder_settings(args)
     except ValueError as error:

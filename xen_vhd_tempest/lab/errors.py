@@ -69,6 +69,17 @@ def forbidden(message):
     return LabError(403, message, kind="forbidden")
 
 
+# how each service words a policy refusal (oslo.policy's PolicyNotAuthorized; glance's Forbidden)
+POLICY_WORDING = {"compute": "Policy doesn't allow {rule} to be performed.",
+                  "volume": "Policy doesn't allow {rule} to be performed.",
+                  "image": "You are not authorized to complete {rule} action."}
+
+
+def policy_forbidden(service, rule):
+    return LabError(403, POLICY_WORDING.get(service, "Policy doesn't allow {rule} to be performed.").format(rule=rule),
+                    kind="forbidden")
+
+
 # -- error bodies per service: a dict is sent as JSON, a str as text/plain ------------------------
 NOVA_KINDS = {400: "badRequest", 401: "unauthorized", 403: "forbidden", 404: "itemNotFound",
               405: "badMethod", 409: "conflictingRequest", 413: "overLimit", 415: "badMediaType",

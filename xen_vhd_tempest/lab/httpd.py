@@ -33,7 +33,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Iterable, NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
-from .errors import BODIES, LabError, bad_request, generic_body
+from .errors import BODIES, LabError, bad_request, generic_body, policy_forbidden
 
 # oslo.middleware's sizelimit default (osapi_max_request_body_size): 112 KiB.
 MAX_JSON_BODY = 114688
@@ -176,6 +176,13 @@ class Route(NamedTuple):
     handler: str             # the name of the responses object's method
     public: bool = False     # answered without a token
     versioned: bool = True   # the responses object's ``prepare(request)`` runs first (microversions)
+    # the role the service's default policy asks for: reader for reads, member for writes, unless
+    # named (admin-only APIs; nova's keypairs belong to the user, whatever the role)
+    role: str | None = None
+    rule: str | None = None  # the policy rule a 403 names (default: the handler's name)
+
+    def required_role(self) -> str:
+        return self.role or ("reader" if self.method in ("GET", "HEAD") else "member")
 
 
 class Service:
@@ -185,9 +192,12 @@ class Service:
     ``decorate(request, response)`` (e.g. microversion headers, run on every answer)."""
 
     def __init__(self, prefix: str, responses, routes: Iterable[Route], *, authenticate=None,
-                 strict_slashes=False):
+                 strict_slashes=False, rbac=False):
         self.prefix = prefix
-        # glance and cinder: ``/v2/images/`` is not ``/v2/images`` (404); version roots take either
+        # nova, cinder and glance enforce their 2024 "secure RBAC" defaults on every token-checked route
+        self.rbac = rbac
+        # nova, glance and cinder route with ``routes``/exact paths: ``/v2/images/`` is not
+        # ``/v2/images`` (404); version roots take either
         self.strict_slashes = strict_slashes
         self.responses = responses
         self.authenticate = authenticate  # (request) -> context or raises Unauthorized
@@ -211,6 +221,8 @@ class Service:
             request.params = m.groupdict()
             if not route.public and self.authenticate is not None:
                 request.context = self.authenticate(request)
+                if self.rbac and route.required_role() not in request.context["roles"]:
+                    raise policy_forbidden(self.prefix, route.rule or route.handler)
             elif self.authenticate is not None:
                 request.context = None
             if route.versioned and self.prepare is not None:

@@ -50,6 +50,9 @@ DEFAULT_FLAVORS = [
 ]
 
 
+MAX_LIMIT = 1000     # nova's [api] max_limit
+
+
 def _policy(rule):
     return LabError(403, f"Policy doesn't allow {rule} to be performed.", kind="forbidden")
 
@@ -173,9 +176,24 @@ class ComputeBackend:
             self.store.save()
 
     # -- keypairs ------------------------------------------------------------------------------
-    def list_keypairs(self, ctx):
+    def list_keypairs(self, ctx, *, marker=None, limit=None):
+        """The user's keypairs by name; ``marker``/``limit`` page them (microversion 2.35)."""
         with self.lock:
-            return [dict(k) for k in self.keypairs.values() if k["user_id"] == ctx["user_id"]]
+            keys = sorted((dict(k) for k in self.keypairs.values() if k["user_id"] == ctx["user_id"]),
+                          key=lambda k: k["name"])
+        if marker is not None:
+            names = [k["name"] for k in keys]
+            if marker not in names:
+                raise bad_request(f"Marker {marker} could not be found.")
+            keys = keys[names.index(marker) + 1:]
+        if limit is not None:
+            try:
+                limit = int(limit)
+                assert limit >= 0
+            except (ValueError, AssertionError):
+                raise bad_request(f"Invalid input for query parameters limit. Value: {limit}.") from None
+            keys = keys[:min(limit, MAX_LIMIT)]
+        return keys
 
     def keypair(self, ctx, name, *, user_id=None):
         with self.lock:

@@ -238,8 +238,15 @@ class ComputeResponses:
 
     # -- keypairs
     def keypairs(self, req):
-        return Response.json(200, {"keypairs": [{"keypair": keypair_view(req, k)}
-                                                for k in self.backend.list_keypairs(req.context)]})
+        paged = req.microversion >= (2, 35)   # before 2.35 nova ignores limit and marker
+        limit = req.arg("limit") if paged else None
+        keys = self.backend.list_keypairs(req.context, marker=req.arg("marker") if paged else None, limit=limit)
+        body = {"keypairs": [{"keypair": keypair_view(req, k)} for k in keys]}
+        if limit is not None and keys and len(keys) == int(limit):
+            query = "&".join(f"{k}={v[-1]}" for k, v in req.query.items() if k != "marker")
+            body["keypairs_links"] = [{"rel": "next",
+                                       "href": f"{req.base_url}{req.path}?{query}&marker={keys[-1]['name']}"}]
+        return Response.json(200, body)
 
     def keypair_create(self, req):
         k = self.backend.create_keypair(req.context, _body_of(req, "keypair"),
