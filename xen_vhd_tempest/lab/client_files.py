@@ -112,6 +112,7 @@ def tempest_sections(*, state_dir: Path, creds: dict, image_id: str, raw_image) 
                        "image_ssh_user": SSH_USER, "image_ssh_password": SSH_PASSWORD,
                        "image_alt_ssh_user": SSH_USER, "network_for_ssh": compute_responses.NETWORK,
                        "ip_version_for_ssh": 4, "ssh_timeout": 300, "security_group": False},
+        "enforce_scope": {"nova": True, "glance": True, "cinder": True},
         "service_available": {"nova": True, "glance": True, "cinder": True, "neutron": False, "swift": False},
         # The lab's compute has XenServer semantics: the backup scenario runs; the synthetic one
         # builds its chain from the lab guest's raw disk.
