@@ -38,11 +38,13 @@ pytestmark = pytest.mark.lab
 
 QUICK = (r"^tempest\.api\.(identity\.v3\.test_(tokens|catalog)"
          r"|image\.v2\.test_images"
-         r"|volume\.test_(volumes_get|volumes_list|volumes_negative|versions)"
+         r"|volume\.test_(volumes_get|volumes_list|volumes_negative|versions"
+         r"|volumes_snapshots_list|volumes_snapshots_negative|snapshot_metadata)"
          r"|compute\.(flavors\.|keypairs\.|servers\.test_create_server\.ServersTestJSON\.))")
 FULL = (r"^tempest\.api\.(identity\.v3\.test_(tokens|catalog)"
         r"|image\.v2\.test_images"
-        r"|volume\.test_(volumes_get|volumes_list|volumes_negative|versions)"
+        r"|volume\.test_(volumes_get|volumes_list|volumes_negative|versions"
+        r"|volumes_snapshots|snapshot_metadata)"
         r"|compute\.(flavors\.|keypairs\.|servers\.test_create_server\.|images\.test_images_oneserver"
         r"|volumes\.test_attach_volume))")
 
@@ -57,7 +59,8 @@ SKIPS = {
     "do_secure_hash is enabled": "tempest default; locations are not served",
     "Image format testing is not configured": "no format-test images configured",
     "Cinder volume clones are disabled": "no clones ([volume-feature-enabled] clone)",
-    "Volume/image dependency tests not enabled": "volume snapshots are not served",
+    "Volume/image dependency tests not enabled": "createImage of a volume-backed server is not served",
+    "Cinder backup is disabled": "no backups ([volume-feature-enabled] backup)",
     "FQDN hostname sanitization is not supported": "tempest default (before 2.94)",
 }
 

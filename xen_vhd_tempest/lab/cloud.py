@@ -162,6 +162,7 @@ class Lab:
         self.compute = compute_models.ComputeBackend(self.store, self.images, self.volumes, self.driver,
                                                      image_url=f"{self.url}/image", log=self.log)
         self.compute.ensure_default_flavors()
+        self.volumes.quiesce = self.compute.volume_quiesced
         services["identity"] = httpd.Service(
             "identity", identity_responses.IdentityResponses(self.identity, self.catalog), identity_urls.ROUTES)
         for name, responses, routes in (

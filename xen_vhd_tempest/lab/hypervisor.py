@@ -558,7 +558,7 @@ class Guest:
         return self.overlay_path if self.overlay else self.disk
 
     @contextlib.contextmanager
-    def _quiesced(self):
+    def quiesced(self):
         """The guest is paused inside (QEMU drains and flushes its block caches on stop)."""
         resume = False
         if self.running and not self._paused:
@@ -587,7 +587,7 @@ class Guest:
         """(offset, length) of guest-disk ranges written since start (overlay mode), merged."""
         if not self.overlay:
             raise GuestError(f"{self.name}: changed_extents needs overlay=True")
-        with self._lock, self._quiesced():
+        with self._lock, self.quiesced():
             extents = self._map()
         out: list[list[int]] = []
         for e in extents:
@@ -605,7 +605,7 @@ class Guest:
         if the guest is running."""
         if offset < 0 or length < 0:
             raise ValueError("offset and length must be >= 0")
-        with self._lock, self._quiesced():
+        with self._lock, self.quiesced():
             if not self.overlay and self._base_format == "raw":
                 with open(self.disk, "rb") as f:
                     f.seek(offset)

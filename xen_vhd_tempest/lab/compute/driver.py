@@ -21,6 +21,7 @@ root size (the guest sees the larger disk).
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import threading
@@ -176,6 +177,13 @@ class XenServerDriver:
             guest.power_on()
         except GuestError as error:
             raise Fault(str(error)) from None
+
+    def quiesced(self, server_id):
+        """A context in which the server's guest is paused (QMP ``stop`` drains and flushes QEMU's
+        block writes); no guest running: nothing to do."""
+        with self._lock:
+            guest = self.guests.get(server_id) if server_id else None
+        return guest.quiesced() if guest is not None else contextlib.nullcontext()
 
     def detach_volume(self, server_id, device_id):
         self._guest(server_id).detach_disk(device_id)

@@ -638,6 +638,14 @@ class ComputeBackend:
                 pass
 
     # -- volume attachments --------------------------------------------------------------------
+    def volume_quiesced(self, volume_id):
+        """Cinder's hook for a snapshot of an in-use volume: the guest using it paused inside
+        (a stopped server's QEMU is gone; its files need nothing)."""
+        with self.lock:
+            owners = [sid for sid, s in self.servers.items()
+                      if any(a["volume_id"] == volume_id for a in s["attachments"])]
+        return self.driver.quiesced(owners[0] if owners else None)
+
     def attach_volume(self, ctx, server_id, body, microversion):
         server = self.server(ctx, server_id)
         if not isinstance(body, dict) or "volumeId" not in body:

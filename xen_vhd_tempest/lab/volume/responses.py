@@ -11,7 +11,8 @@
 # under the License.
 
 """Cinder v3 over HTTP: views and :class:`VolumeResponses` (one method per route of ``urls.py``):
-volumes, actions, types, messages, version documents, microversions. Errors are worded by
+volumes, snapshots and their metadata, actions, types, messages, version documents,
+microversions. Errors are worded by
 ``errors.generic_body`` (cinder's shape)."""
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ MIN_VERSION = "3.0"
 MAX_VERSION = "3.71"
 MAX_LIMIT = 1000        # cinder's osapi_max_limit
 SORT_KEYS = ("id", "name", "status", "size", "created_at", "updated_at", "availability_zone", "bootable")
+SNAPSHOT_SORT_KEYS = ("id", "name", "status", "size", "created_at", "updated_at", "volume_id")
 
 
 def version_doc(host_url):
@@ -60,7 +62,7 @@ def view_detail(req, vol, *, extended=True):
             "server_id": a["server_id"], "host_name": a["host_name"], "device": a["device"],
             "attached_at": cinder_time(a["attached_at"])} for a in vol["attachments"]],
         "description": vol["description"], "volume_type": vol["volume_type"],
-        "snapshot_id": None, "source_volid": None, "metadata": vol["metadata"],
+        "snapshot_id": vol.get("snapshot_id"), "source_volid": None, "metadata": vol["metadata"],
         "user_id": vol["user_id"], "bootable": "true" if vol["bootable"] else "false",
         "encrypted": False, "replication_status": None, "consistencygroup_id": None,
         "multiattach": vol["multiattach"], "migration_status": None,
@@ -87,6 +89,25 @@ def view_detail(req, vol, *, extended=True):
             out["os-vol-mig-status-attr:name_id"] = None
         if vol.get("volume_image_metadata"):
             out["volume_image_metadata"] = vol["volume_image_metadata"]
+    return out
+
+
+def view_snapshot(req, snap, *, extended=True):
+    """cinder's snapshot view; the extended attributes (progress, project) in show and detail."""
+    out = {"id": snap["id"], "name": snap["name"], "description": snap["description"],
+           "volume_id": snap["volume_id"], "status": snap["status"], "size": snap["size"],
+           "metadata": snap["metadata"], "created_at": cinder_time(snap["created_at"]),
+           "updated_at": cinder_time(snap["updated_at"])}
+    version = mv(req)
+    if version >= (3, 14):
+        out["group_snapshot_id"] = None
+    if version >= (3, 41):
+        out["user_id"] = snap["user_id"]
+    if version >= (3, 65):
+        out["consumes_quota"] = True
+    if extended:
+        out["os-extended-snapshot-attributes:progress"] = snap["progress"]
+        out["os-extended-snapshot-attributes:project_id"] = snap["project_id"]
     return out
 
 
@@ -132,13 +153,17 @@ class VolumeResponses:
     def _listing(self, req, view):
         all_tenants = req.arg("all_tenants") in ("1", "true", "True")
         vols = self._filter(req, self.backend.list(req.context, all_tenants))
-        count = len(vols)
-        vols, next_marker = self._page(req, vols)
-        body = {"volumes": [view(req, v) for v in vols]}
+        return self._collection(req, "volumes", vols, view)
+
+    def _collection(self, req, name, items, view):
+        """One page of ``items`` with ``<name>_links`` when it is full, ``count`` from 3.45."""
+        count = len(items)
+        items, next_marker = self._page(req, items)
+        body = {name: [view(req, v) for v in items]}
         if next_marker:
             query = "&".join(f"{k}={v[-1]}" for k, v in req.query.items() if k != "marker")
             href = f"{req.base_url}{req.path}?{query}{'&' if query else ''}marker={next_marker}"
-            body["volumes_links"] = [{"href": href, "rel": "next"}]
+            body[f"{name}_links"] = [{"href": href, "rel": "next"}]
         if mv(req) >= (3, 45) and req.arg("with_count") in ("true", "True", "1"):
             body["count"] = count
         return Response.json(200, body)
@@ -157,14 +182,16 @@ class VolumeResponses:
         return self._sort(req, vols)
 
     @staticmethod
-    def _sort(req, vols):
+    def _sort(req, vols, sort_keys=SORT_KEYS):
         """cinder's ``sort=key:dir,...`` or ``sort_key``/``sort_dir``; created_at desc by default."""
         if req.arg("sort"):
             keys = [((part.split(":") + ["desc"])[:2]) for part in req.arg("sort").split(",")]
         else:
             keys = [[req.arg("sort_key", "created_at"), req.arg("sort_dir", "desc")]]
+        # cinder maps the v2 names of its sort keys (display_name) to the v3 ones
+        keys = [["name" if key == "display_name" else key, direction] for key, direction in keys]
         for key, direction in keys:
-            if key not in SORT_KEYS:
+            if key not in sort_keys:
                 raise bad_request(f"Invalid input received: Invalid sort key {key}.")
             if direction not in ("asc", "desc"):
                 raise bad_request("Invalid input received: Unknown sort direction, must be 'desc' or 'asc'.")
@@ -182,6 +209,15 @@ class VolumeResponses:
             if marker not in ids:
                 raise LabError(404, f"Marker {marker} could not be found.", kind="itemNotFound")
             vols = vols[ids.index(marker) + 1:]
+        offset = req.arg("offset")
+        if offset is not None:
+            try:
+                offset = int(offset)
+            except ValueError:
+                raise bad_request(f"Invalid input received: offset {offset!r} is not an integer") from None
+            if offset < 0:
+                raise bad_request("Invalid input received: offset must be >= 0")
+            vols = vols[offset:]
         limit = req.arg("limit")
         if limit is None:
             limit = MAX_LIMIT
@@ -224,7 +260,8 @@ class VolumeResponses:
         return Response.json(200, {"volume": view_detail(req, vol, extended=False)})
 
     def delete(self, req):
-        self.backend.delete(req.context, req.params["volume_id"], force=req.arg("force") in ("true", "True"))
+        self.backend.delete(req.context, req.params["volume_id"], force=req.arg("force") in ("true", "True"),
+                            cascade=req.arg("cascade") in ("true", "True", "1"))
         return Response.empty(202)
 
     def action(self, req):
@@ -269,6 +306,107 @@ class VolumeResponses:
             raise bad_request(f"There is no such action: {name}")
         return Response.empty(202)
 
+    # -- snapshots
+    def snapshot_create(self, req):
+        body = req.json()
+        if not isinstance(body, dict) or not isinstance(body.get("snapshot"), dict):
+            raise bad_request("Missing required element 'snapshot' in request body.")
+        snap = self.backend.create_snapshot(req.context, body["snapshot"])
+        return Response.json(202, {"snapshot": view_snapshot(req, snap, extended=False)})
+
+    def _snapshots(self, req, extended):
+        all_tenants = req.arg("all_tenants") in ("1", "true", "True")
+        snaps = self.backend.list_snapshots(req.context, all_tenants)
+        for key in ("name", "status", "volume_id"):
+            value = req.arg(key)
+            if value is not None:
+                snaps = [s for s in snaps if s.get(key) == value]
+        snaps = self._sort(req, snaps, SNAPSHOT_SORT_KEYS)
+        return self._collection(req, "snapshots", snaps,
+                                lambda r, s: view_snapshot(r, s, extended=extended))
+
+    def snapshot_index(self, req):
+        return self._snapshots(req, extended=False)
+
+    def snapshot_detail(self, req):
+        return self._snapshots(req, extended=True)
+
+    def snapshot_show(self, req):
+        snap = self.backend.get_snapshot(req.context, req.params["snapshot_id"])
+        return Response.json(200, {"snapshot": view_snapshot(req, snap)})
+
+    def snapshot_update(self, req):
+        body = req.json()
+        if not isinstance(body, dict) or not isinstance(body.get("snapshot"), dict):
+            raise bad_request("Missing required element 'snapshot' in request body.")
+        snap = self.backend.update_snapshot(req.context, req.params["snapshot_id"], body["snapshot"])
+        return Response.json(200, {"snapshot": view_snapshot(req, snap, extended=False)})
+
+    def snapshot_delete(self, req):
+        self.backend.delete_snapshot(req.context, req.params["snapshot_id"])
+        return Response.empty(202)
+
+    def snapshot_action(self, req):
+        body = req.json()
+        if not isinstance(body, dict) or len(body) != 1:
+            raise bad_request("Invalid request body: exactly one action expected.")
+        (name, arg), = body.items()
+        sid = req.params["snapshot_id"]
+        if name == "os-reset_status":
+            if not isinstance(arg, dict) or "status" not in arg:
+                raise bad_request("Must specify 'status'")
+            self.backend.reset_snapshot_status(req.context, sid, arg["status"])
+        elif name == "os-force_delete":
+            if not req.context.get("is_admin"):
+                raise forbidden("Policy doesn't allow volume_extension:snapshot_admin_actions:force_delete "
+                                "to be performed.")
+            self.backend.reset_snapshot_status(req.context, sid, "error")
+            self.backend.delete_snapshot(req.context, sid)
+        else:
+            raise bad_request(f"There is no such action: {name}")
+        return Response.empty(202)
+
+    @staticmethod
+    def _metadata_body(req, key="metadata"):
+        body = req.json()
+        if not isinstance(body, dict) or not isinstance(body.get(key), dict):
+            raise bad_request("Malformed request body")
+        return body[key]
+
+    def snapshot_metadata(self, req):
+        return Response.json(200, {"metadata": self.backend.snapshot_metadata(
+            req.context, req.params["snapshot_id"])})
+
+    def snapshot_metadata_create(self, req):
+        return Response.json(200, {"metadata": self.backend.snapshot_metadata(
+            req.context, req.params["snapshot_id"], self._metadata_body(req))})
+
+    def snapshot_metadata_replace(self, req):
+        return Response.json(200, {"metadata": self.backend.snapshot_metadata(
+            req.context, req.params["snapshot_id"], self._metadata_body(req), replace=True)})
+
+    def snapshot_metadata_show(self, req):
+        key = req.params["key"]
+        metadata = self.backend.snapshot_metadata(req.context, req.params["snapshot_id"])
+        if key not in metadata:
+            raise LabError(404, f"Snapshot {req.params['snapshot_id']} has no metadata with key {key}.",
+                           kind="itemNotFound")
+        return Response.json(200, {"meta": {key: metadata[key]}})
+
+    def snapshot_metadata_update(self, req):
+        key = req.params["key"]
+        meta = self._metadata_body(req, "meta")
+        if len(meta) != 1:
+            raise bad_request("Request body contains too many items")
+        if key not in meta:
+            raise bad_request("Request body and URI mismatch")
+        self.backend.snapshot_metadata(req.context, req.params["snapshot_id"], meta)
+        return Response.json(200, {"meta": meta})
+
+    def snapshot_metadata_delete(self, req):
+        self.backend.snapshot_metadata(req.context, req.params["snapshot_id"], delete_key=req.params["key"])
+        return Response.empty(200)
+
     def types(self, req):
         return Response.json(200, {"volume_types": [volume_type(req)]})
 
@@ -294,4 +432,4 @@ class VolumeResponses:
             "maxTotalBackups": 10, "maxTotalBackupGigabytes": 1000,
             "totalVolumesUsed": len(self.backend.list(req.context)),
             "totalGigabytesUsed": sum(v["size"] for v in self.backend.list(req.context)),
-            "totalSnapshotsUsed": 0, "totalBackupsUsed": 0, "totalBackupGigabytesUsed": 0}}})
+            "totalSnapshotsUsed": len(self.backend.list_snapshots(req.context)), "totalBackupsUsed": 0, "totalBackupGigabytesUsed": 0}}})
