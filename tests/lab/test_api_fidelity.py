@@ -92,7 +92,7 @@ def test_generated_tempest_conf_uses_dynamic_credentials_and_no_network_api(lab)
     assert not conf.has_option("compute", "fixed_network_name")
     assert conf.get("service_available", "neutron") == "False"
     assert conf.get("compute-feature-enabled", "snapshot") == "True"
-    assert conf.get("volume-feature-enabled", "snapshot") == "False"
+    assert conf.get("volume-feature-enabled", "snapshot") == "True"      # volume snapshots are served
 
 
 def test_collections_with_a_trailing_slash_are_not_found_in_nova_glance_and_cinder(lab):
