@@ -128,19 +128,7 @@ class ComputeBackend:
         field = keys[sort_key]
         flavors.sort(key=lambda f: (f[field] if isinstance(f[field], int) else str(f[field]), f["id"]),
                      reverse=sort_dir == "desc")
-        if marker is not None:
-            ids = [f["id"] for f in flavors]
-            if marker not in ids:
-                raise bad_request(f"marker [{marker}] not found")
-            flavors = flavors[ids.index(marker) + 1:]
-        if limit is not None:
-            try:
-                limit = int(limit)
-                assert limit >= 0
-            except (ValueError, AssertionError):
-                raise bad_request(f"Invalid input for query parameters limit. Value: {limit}.") from None
-            flavors = flavors[:limit]
-        return flavors
+        return _page(flavors, "id", marker, limit, missing="marker [{}] not found")
 
     def create_flavor(self, ctx, body):
         if not ctx.get("is_admin"):
@@ -181,19 +169,7 @@ class ComputeBackend:
         with self.lock:
             keys = sorted((dict(k) for k in self.keypairs.values() if k["user_id"] == ctx["user_id"]),
                           key=lambda k: k["name"])
-        if marker is not None:
-            names = [k["name"] for k in keys]
-            if marker not in names:
-                raise bad_request(f"Marker {marker} could not be found.")
-            keys = keys[names.index(marker) + 1:]
-        if limit is not None:
-            try:
-                limit = int(limit)
-                assert limit >= 0
-            except (ValueError, AssertionError):
-                raise bad_request(f"Invalid input for query parameters limit. Value: {limit}.") from None
-            keys = keys[:min(limit, MAX_LIMIT)]
-        return keys
+        return _page(keys, "name", marker, limit, missing="Marker {} could not be found.", cap=MAX_LIMIT)
 
     def keypair(self, ctx, name, *, user_id=None):
         with self.lock:
@@ -812,3 +788,22 @@ def fingerprint_of(public_key: str):
         return None
     digest = hashlib.md5(blob).hexdigest()
     return ":".join(digest[i:i + 2] for i in range(0, 32, 2))
+
+
+def _page(items, key, marker, limit, *, missing, cap=None):
+    """Nova's paging of a sorted list: after the item whose ``key`` is ``marker`` (400 with
+    ``missing`` when there is none), at most ``limit`` items (400 when not a count)."""
+    if marker is not None:
+        keys = [item[key] for item in items]
+        if marker not in keys:
+            raise bad_request(missing.format(marker))
+        items = items[keys.index(marker) + 1:]
+    if limit is not None:
+        try:
+            count = int(limit)
+        except ValueError:
+            count = -1
+        if count < 0:
+            raise bad_request(f"Invalid input for query parameters limit. Value: {limit}.")
+        items = items[:count if cap is None else min(count, cap)]
+    return items
